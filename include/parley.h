@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/* libparley: the parley client library, and its only public header.
+ *
+ * A struct parley is one device: its keys and local state live in a home
+ * directory, and it talks to one server over one connection (WebSocket over
+ * TLS, or plaintext to a loopback server). Calls are blocking and not
+ * thread-safe: use one struct parley from one thread at a time. libparley
+ * never prints; it reports through the log callback of parley_options.
+ *
+ * Every fallible function returns 0 or a negative PARLEY_E* code;
+ * parley_strerror() gives its text. */
+#ifndef PARLEY_H
+#define PARLEY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* X(name, number, text): the error table, shared with the wire protocol
+ * (the wire carries the positive number). Numbers never change. */
+#define PARLEY_ERRNO_MAP(X)                                                                        \
+    X(EINVAL, 1, "invalid argument")                                                               \
+    X(EMALFORMED, 2, "malformed frame")                                                            \
+    X(ETOOBIG, 3, "frame too large")                                                               \
+    X(EUNKNOWN_METHOD, 4, "unknown method")                                                        \
+    X(EVERSION, 5, "unsupported protocol version")                                                 \
+    X(EBAD_USERNAME, 6, "invalid username")                                                        \
+    X(ETAKEN, 7, "username taken")                                                                 \
+    X(ENOUSER, 8, "no such user")                                                                  \
+    X(ENOAUTH, 9, "not authenticated")                                                             \
+    X(EBAD_SIGNATURE, 10, "bad signature")                                                         \
+    X(EBAD_NONCE, 11, "unknown or used nonce")                                                     \
+    X(ETEXT_TOO_LONG, 12, "text too long")                                                         \
+    X(EBAD_UTF8, 13, "invalid UTF-8")                                                              \
+    X(ERATE_LIMITED, 14, "rate limited")                                                           \
+    X(EBUSY, 15, "server busy")                                                                    \
+    X(EINTERNAL, 16, "internal error")                                                             \
+    X(ENOMEM, 17, "out of memory")                                                                 \
+    X(ENODEVICE, 18, "no such device")                                                             \
+    X(EALREADY_AUTH, 19, "already authenticated")                                                  \
+    X(EBAD_KEY, 20, "invalid public key")                                                          \
+    X(ESTORE, 21, "storage failure")                                                               \
+    X(ETIMEOUT, 22, "timed out")                                                                   \
+    X(ECONNECT, 23, "cannot connect")                                                              \
+    X(ETLS, 24, "TLS failure")                                                                     \
+    X(ECERT_CHANGED, 25, "server certificate changed")                                             \
+    X(EPROTO, 26, "protocol violation")                                                            \
+    X(ECLOSED, 27, "connection closed")                                                            \
+    X(ENOACCOUNT, 28, "no account on this device")                                                 \
+    X(EEXIST, 29, "already exists")                                                                \
+    X(EIO, 30, "input/output error")                                                               \
+    X(ECONFIG, 31, "invalid configuration")                                                        \
+    X(ENOTFOUND, 32, "not found")
+
+enum parley_error {
+#define PARLEY_ERR_ENUM_(name, num, text) PARLEY_##name = -(num),
+    PARLEY_ERRNO_MAP(PARLEY_ERR_ENUM_)
+#undef PARLEY_ERR_ENUM_
+};
+
+#if defined(__GNUC__)
+#define PARLEY_API __attribute__((visibility("default")))
+#else
+#define PARLEY_API
+#endif
+
+#define PARLEY_USERNAME_MAX 32
+#define PARLEY_TEXT_MAX_CHARS 4096
+
+struct parley;
+
+typedef void parley_log_cb(void *arg, int level, const char *line); /* level: 0 debug .. 3 error */
+
+struct parley_options {
+    const char *home;       /* device state directory; NULL: $PARLEY_HOME or ~/.parley */
+    const char *server_url; /* https://HOST:PORT or http://LOOPBACK:PORT; NULL: $PARLEY_SERVER or
+                               https://127.0.0.1:8443 */
+    int timeout_ms;         /* per network operation; 0: 10000 */
+    parley_log_cb *log;     /* may be NULL */
+    void *log_arg;
+};
+
+/* A message. Strings are valid until the next call on the same struct parley
+ * (or, in a callback, until the callback returns). */
+struct parley_msg {
+    uint64_t id;         /* server message id */
+    uint64_t pts;        /* position in this account's update log; 0 from history */
+    uint64_t client_id;  /* the sender's idempotency key */
+    uint64_t from_user_id;
+    uint64_t to_user_id;
+    int64_t date;        /* unix seconds */
+    const char *chat;    /* "@peer": the other party of the 1:1 chat */
+    const char *from;    /* "@sender" */
+    const char *to;      /* "@recipient" */
+    const char *text;    /* UTF-8, NUL-terminated */
+    size_t text_len;     /* bytes */
+    bool outgoing;       /* sent by this account */
+    bool duplicate;      /* from parley_send: the client id was used before */
+};
+
+/* Returns 0 to go on, non-zero to stop the call that invoked it. */
+typedef int parley_msg_cb(void *arg, const struct parley_msg *msg);
+
+struct parley_account {
+    char username[PARLEY_USERNAME_MAX + 1];
+    uint64_t user_id;
+    uint64_t device_id;
+    uint64_t pts;         /* this device's sync position */
+    char server[256];     /* the server URL this account lives on */
+};
+
+/* Opens the device state in the home directory (created 0700 if missing).
+ * Does not connect. Returns 0 and sets *out, or PARLEY_EINVAL (bad URL),
+ * PARLEY_EIO, PARLEY_ENOMEM. */
+PARLEY_API int parley_open(const struct parley_options *opt, struct parley **out);
+
+/* Closes the connection, wipes keys from memory and frees. NULL: no-op. */
+PARLEY_API void parley_close(struct parley *p);
+
+/* Creates an account with a fresh device key, saved in the home directory.
+ * PARLEY_EEXIST if this home already has an account; PARLEY_EBAD_USERNAME,
+ * PARLEY_ETAKEN, PARLEY_ERATE_LIMITED, network errors otherwise. */
+PARLEY_API int parley_signup(struct parley *p, const char *username);
+
+/* Connects and authenticates, if not already connected. Other calls do this
+ * themselves; it is public for programs that want to connect up front. */
+PARLEY_API int parley_connect(struct parley *p);
+
+/* The local account. PARLEY_ENOACCOUNT before signup. */
+PARLEY_API int parley_whoami(struct parley *p, struct parley_account *out);
+
+/* Sends text (len bytes of UTF-8) to peer ("@name" or "name"). client_id 0
+ * picks a random one; passing the same non-zero id again returns the first
+ * message with duplicate set instead of sending twice. On success *out (may
+ * be NULL) describes the stored message. */
+PARLEY_API int parley_send(struct parley *p, const char *peer, const char *text, size_t len,
+                uint64_t client_id, struct parley_msg *out);
+
+/* Delivers everything new since this device's last sync, oldest first and
+ * each exactly once, then persists the new sync position. If nothing was
+ * new, waits up to timeout_ms (-1: forever, 0: not at all) for the first
+ * live message. With follow, keeps delivering live messages until
+ * timeout_ms passes, cb returns non-zero, or the connection fails; on a gap
+ * in pts it syncs the difference. Returns 0 (also on timeout) or an error. */
+PARLEY_API int parley_recv(struct parley *p, int timeout_ms, bool follow, parley_msg_cb *cb, void *arg);
+
+/* Delivers up to limit (0: 50) messages of the chat with peer, newest
+ * first, with ids below before_id (0: from the newest). */
+PARLEY_API int parley_history(struct parley *p, const char *peer, uint64_t before_id, unsigned limit,
+                   parley_msg_cb *cb, void *arg);
+
+/* Text and symbolic name ("ENOUSER") of an error code; never NULL. */
+PARLEY_API const char *parley_strerror(int err);
+PARLEY_API const char *parley_errname(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/* The network layer of parleyd: per-loop listeners, TLS on memory BIOs,
+ * HTTP/1.1 (http-parser) and WebSocket (wslay). It hands each complete
+ * binary WebSocket message up to core by callback and knows nothing of
+ * protobuf or accounts; core answers plain HTTP requests (/healthz,
+ * /metrics) through on_http. Everything here runs on one loop's thread. */
+#ifndef PARLEY_NET_NET_H
+#define PARLEY_NET_NET_H
+
+#include "common/compiler.h"
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct net_loop; /* the listener and connections of one event loop */
+struct net_conn; /* one client connection */
+
+struct net_limits {
+    size_t max_frame;         /* largest WebSocket message accepted, bytes (default 1 MiB) */
+    size_t max_send_queue;    /* queued outgoing bytes beyond which a connection is cut off */
+    size_t max_http_header;   /* request line + headers, bytes (default 8 KiB) */
+    unsigned handshake_ms;    /* TLS + HTTP upgrade must finish within this */
+    unsigned idle_ping_ms;    /* a WebSocket ping after this much silence; 0: off */
+};
+
+struct net_http_response {
+    int status;               /* e.g. 200, 404 */
+    const char *content_type; /* static string */
+    char *body;               /* xmalloc'ed; net frees it */
+    size_t body_len;
+};
+
+struct net_callbacks {
+    /* The WebSocket upgrade on GET /v1/ws succeeded. */
+    void (*on_open)(struct net_conn *c);
+    /* One complete binary message (at most max_frame bytes); data is valid
+     * only during the call. The connection may be closed from inside. */
+    void (*on_message)(struct net_conn *c, const uint8_t *data, size_t len);
+    /* The connection is gone (after on_open only); c is freed after return. */
+    void (*on_close)(struct net_conn *c);
+    /* Any HTTP request other than the upgrade. path excludes the query. */
+    void (*on_http)(struct net_loop *nl, const char *method, const char *path,
+                    struct net_http_response *res);
+};
+
+/* Starts accepting on fd, an already bound and listening TCP socket that
+ * this net_loop takes ownership of. tls may be NULL (plaintext); otherwise
+ * the net_loop takes a reference (SSL_CTX_up_ref). limits and cbs are
+ * copied. Thread: loop's. */
+PL_NODISCARD int net_loop_start(uv_loop_t *loop, int fd, SSL_CTX *tls,
+                                const struct net_limits *limits,
+                                const struct net_callbacks *cbs, void *data,
+                                struct net_loop **out);
+
+/* New connections use tls from now on (takes a reference, drops the old).
+ * Existing connections keep theirs. limits too. */
+void net_loop_reload(struct net_loop *nl, SSL_CTX *tls, const struct net_limits *limits);
+
+/* Stops accepting, closes every connection (WebSocket close 1001) and frees
+ * everything once closed; then calls done(data) on the loop. */
+void net_loop_stop(struct net_loop *nl, void (*done)(void *data), void *data);
+
+void *net_loop_data(struct net_loop *nl);
+
+/* Queues one binary WebSocket message (copied). Writes are batched and
+ * flushed once per loop turn. If the connection's queue would exceed
+ * max_send_queue, the connection is closed (code 1008, counted as a
+ * send-queue drop) and PARLEY_ECLOSED is returned; also PARLEY_ECLOSED when
+ * it is already closing. */
+PL_NODISCARD int net_conn_send(struct net_conn *c, const uint8_t *data, size_t len);
+
+/* Sends a WebSocket close with code and reason, then closes. Idempotent. */
+void net_conn_close(struct net_conn *c, uint16_t code, const char *reason);
+
+void net_conn_set_data(struct net_conn *c, void *data);
+void *net_conn_data(const struct net_conn *c);
+struct net_loop *net_conn_loop(const struct net_conn *c);
+/* The peer's address as text ("127.0.0.1"), valid as long as c. */
+const char *net_conn_peer(const struct net_conn *c);
+
+struct net_stats {
+    uint64_t accepted;          /* TCP connections accepted */
+    uint64_t open_ws;           /* WebSocket connections open now */
+    uint64_t open_conns;        /* TCP connections open now */
+    uint64_t http_requests;     /* plain HTTP requests answered */
+    uint64_t send_queue_drops;  /* connections cut off for a full send queue */
+    uint64_t oversize_frames;   /* connections closed with 1009 */
+    uint64_t handshake_failures;/* TLS or HTTP upgrade failures and timeouts */
+};
+/* This loop's counters (the caller sums over loops). Any thread: the
+ * counters are atomics, read relaxed. */
+void net_loop_stats(const struct net_loop *nl, struct net_stats *out);
+
+#endif
