@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/* The parleyd process: its configuration, the store and router it shares
+ * between loops, and one worker (event loop thread) per core. session.c
+ * handles the protocol on a worker; server.c runs the process. */
+#ifndef PARLEY_CORE_SERVER_H
+#define PARLEY_CORE_SERVER_H
+
+#include "common/compiler.h"
+#include "common/u64map.h"
+#include "config.h"
+#include "net/net.h"
+#include "ratelimit.h"
+#include "router/router.h"
+#include "store/store.h"
+
+#include <openssl/ssl.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <uv.h>
+
+#define SERVER_MAX_WORKERS 64
+
+/* A configuration shared by loops; freed when the last holder drops it. */
+struct config_ref {
+    struct config cfg;
+    SSL_CTX *tls; /* NULL when plaintext */
+    _Atomic int refs;
+};
+
+struct config_ref *config_ref_hold(struct config_ref *r);
+void config_ref_drop(struct config_ref *r);
+
+struct worker {
+    struct server *srv;
+    unsigned index;
+    uv_thread_t thread;
+    uv_loop_t loop;
+    int listen_fd;                 /* handed to net_loop_start */
+    struct net_loop *net;
+    struct store_port *store;
+    struct router_port *router;
+    uv_async_t control;            /* reload and stop requests from the main thread */
+    struct config_ref *conf;       /* in force on this loop */
+    struct config_ref *next_conf;  /* posted by a reload; guarded by srv->lock */
+    bool stop_requested;           /* guarded by srv->lock */
+    bool stopping;                 /* loop-local */
+    unsigned in_flight;            /* store requests submitted, callbacks pending */
+    unsigned auth_in_flight;       /* sign-ups and logins among them */
+    struct u64map online;          /* user id -> first struct session of that user here */
+    struct u64map names;           /* username hash -> struct name_cache_entry */
+    int start_error;               /* set by the thread before it signals ready */
+};
+
+struct server {
+    struct config_ref *conf;       /* the current one, for new workers and reloads */
+    char config_path[512];         /* empty: none */
+    struct config overrides;       /* command-line values, re-applied on reload */
+    unsigned override_mask;
+    struct store *store;
+    struct router *router;
+    struct ratelimit *ip_limits;
+    struct ratelimit *account_limits;
+    struct ratelimit *signup_limits;
+    uv_mutex_t lock;
+    uv_sem_t ready;
+    unsigned n_workers;
+    struct worker workers[SERVER_MAX_WORKERS];
+    unsigned port;                 /* the real listening port */
+};
+
+/* Protocol handling on a worker (session.c). */
+extern const struct net_callbacks session_callbacks;
+void session_deliver(void *arg, uint64_t user_id, uint64_t exclude_device, const uint8_t *frame,
+                     size_t len);
+/* Called when a worker is stopping and the last store callback returned. */
+void worker_maybe_finish(struct worker *w);
+
+uint64_t server_now_ms(void);
+
+#endif

@@ -1,0 +1,922 @@
+/* SPDX-License-Identifier: MIT */
+/* The protocol on one connection: decode a Frame, check limits and
+ * authentication, hand the work to the store, answer when it has committed,
+ * and fan the result out through the router. Runs on the connection's loop;
+ * a session outlives its connection until its last store callback. */
+#include "common/err.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "common/text.h"
+#include "metrics.h"
+#include "proto/frame.h"
+#include "server.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/banned.h"
+
+#define AUTH_CONTEXT "parley-auth-v1"
+#define AUTH_CONTEXT_LEN 14
+#define NONCE_LEN 32
+#define SIGNATURE_LEN 64
+#define SYNC_LIMIT_DEFAULT 100
+#define HISTORY_LIMIT_DEFAULT 50
+
+struct session {
+    struct net_conn *conn; /* NULL once the connection is gone */
+    struct worker *w;
+    unsigned refs;         /* one for the connection, one per pending store request */
+    uint64_t ip_key;
+    uint8_t nonce[NONCE_LEN];
+    bool has_nonce;        /* nonce is unused; cleared by its first use */
+    bool authed;
+    uint64_t user_id;
+    uint64_t device_id;
+    struct session *next_online; /* other sessions of user_id on this loop */
+    struct session *prev_online;
+};
+
+/* A request waiting for the store. */
+struct op {
+    struct store_req req;
+    struct session *s;
+    uint64_t request_id;
+    enum metrics_method method;
+    bool resolving;        /* step one of send/history: looking up the peer */
+    char peer_name[USERNAME_MAX + 1];
+    char *text;            /* send: owned copy */
+    size_t text_len;
+    uint64_t client_id;
+    uint64_t before_id;
+    unsigned limit;
+    uint8_t signature[SIGNATURE_LEN];
+    uint8_t nonce[NONCE_LEN];
+};
+
+/* Username to user id, per loop. Usernames never change owner, so entries
+ * never go stale. */
+struct name_entry {
+    char name[USERNAME_MAX + 1];
+    uint64_t user_id;
+};
+
+#define NAME_CACHE_MAX 100000
+
+static const struct config *cfg_of(const struct session *s)
+{
+    return &s->w->conf->cfg;
+}
+
+static uint64_t name_hash(const char *name)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *name; name++)
+        h = (h ^ (unsigned char)*name) * 1099511628211ULL;
+    return h == 0 || h == UINT64_MAX ? 1 : h;
+}
+
+static uint64_t name_lookup(struct worker *w, const char *name)
+{
+    struct name_entry *e = u64map_get(&w->names, name_hash(name));
+    return e && strcmp(e->name, name) == 0 ? e->user_id : 0;
+}
+
+static void name_remember(struct worker *w, const char *name, uint64_t user_id)
+{
+    uint64_t h = name_hash(name);
+    struct name_entry *e = u64map_get(&w->names, h);
+    if (!e) {
+        if (w->names.len >= NAME_CACHE_MAX)
+            return;
+        e = xmalloc(sizeof(*e));
+        u64map_put(&w->names, h, e);
+    }
+    snprintf(e->name, sizeof(e->name), "%s", name);
+    e->user_id = user_id;
+}
+
+static void session_unref(struct session *s)
+{
+    if (--s->refs == 0)
+        free(s);
+}
+
+/* Encodes and queues a frame; a connection that is gone drops it. */
+static void send_frame(struct session *s, const PlFrame *f)
+{
+    if (!s->conn)
+        return;
+    size_t len;
+    uint8_t *buf = frame_encode(f, &len);
+    if (!buf) {
+        log_error("core", "event=oom what=frame_encode");
+        abort();
+    }
+    int rc = net_conn_send(s->conn, buf, len);
+    if (rc)
+        log_debug("core", "event=send_dropped user=%llu", (unsigned long long)s->user_id);
+    free(buf);
+}
+
+static void respond(struct session *s, Parley__V1__Response *resp, enum metrics_method m)
+{
+    PlFrame f = PARLEY__V1__FRAME__INIT;
+    f.version = FRAME_VERSION;
+    f.body_case = PARLEY__V1__FRAME__BODY_RESPONSE;
+    f.response = resp;
+    metrics_count(m, 0);
+    send_frame(s, &f);
+}
+
+static void respond_error(struct session *s, uint64_t id, enum metrics_method m, int err,
+                          uint32_t retry_after_ms)
+{
+    Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
+    Parley__V1__Error e = PARLEY__V1__ERROR__INIT;
+    resp.id = id;
+    resp.error = &e;
+    e.code = err_to_wire(err);
+    e.message = (char *)err_text(err);
+    e.retry_after_ms = retry_after_ms;
+    PlFrame f = PARLEY__V1__FRAME__INIT;
+    f.version = FRAME_VERSION;
+    f.body_case = PARLEY__V1__FRAME__BODY_RESPONSE;
+    f.response = &resp;
+    metrics_count(m, err);
+    if (err == PARLEY_ERATE_LIMITED)
+        atomic_fetch_add_explicit(&metrics.rate_limited, 1, memory_order_relaxed);
+    send_frame(s, &f);
+}
+
+static void msg_to_proto(const struct store_msg *m, Parley__V1__Message *out)
+{
+    parley__v1__message__init(out);
+    out->id = m->id;
+    out->from_user_id = m->from_user;
+    out->from_username = (char *)(m->from_name ? m->from_name : "");
+    out->to_user_id = m->to_user;
+    out->to_username = (char *)(m->to_name ? m->to_name : "");
+    out->text = (char *)(m->text ? m->text : "");
+    out->date = m->date;
+    out->client_id = m->client_id;
+    out->from_device_id = m->from_device;
+}
+
+/* --- store submission --------------------------------------------------- */
+
+static void on_store_done(struct store_req *req);
+
+static struct op *op_new(struct session *s, uint64_t request_id, enum metrics_method m)
+{
+    struct op *op = xcalloc(1, sizeof(*op));
+    op->s = s;
+    op->request_id = request_id;
+    op->method = m;
+    op->req.cb = on_store_done;
+    op->req.data = op;
+    return op;
+}
+
+static void op_free(struct op *op)
+{
+    store_req_reset(&op->req);
+    free(op->text);
+    free(op);
+}
+
+/* Submits op; on refusal answers the request and frees op. */
+static void submit(struct op *op)
+{
+    struct session *s = op->s;
+    struct worker *w = s->w;
+    int rc = store_submit(w->store, &op->req);
+    if (rc) {
+        uint32_t retry = rc == PARLEY_EBUSY ? cfg_of(s)->retry_after_ms : 0;
+        respond_error(s, op->request_id, op->method, rc, retry);
+        op_free(op);
+        return;
+    }
+    s->refs++;
+    w->in_flight++;
+    if (op->method == METHOD_SIGNUP || op->method == METHOD_AUTH)
+        w->auth_in_flight++;
+}
+
+/* --- authentication ----------------------------------------------------- */
+
+static void go_online(struct session *s, uint64_t user_id, uint64_t device_id)
+{
+    struct worker *w = s->w;
+    s->authed = true;
+    s->user_id = user_id;
+    s->device_id = device_id;
+    struct session *head = u64map_get(&w->online, user_id);
+    s->prev_online = NULL;
+    s->next_online = head;
+    if (head)
+        head->prev_online = s;
+    u64map_put(&w->online, user_id, s);
+    router_subscribe(w->router, user_id);
+}
+
+static void go_offline(struct session *s)
+{
+    struct worker *w = s->w;
+    if (!s->authed)
+        return;
+    if (s->prev_online)
+        s->prev_online->next_online = s->next_online;
+    else if (s->next_online)
+        u64map_put(&w->online, s->user_id, s->next_online);
+    else
+        u64map_del(&w->online, s->user_id);
+    if (s->next_online)
+        s->next_online->prev_online = s->prev_online;
+    s->authed = false;
+    router_unsubscribe(w->router, s->user_id);
+}
+
+/* Checks and consumes the connection's nonce: a nonce is good once. */
+static int take_nonce(struct session *s, const ProtobufCBinaryData *nonce)
+{
+    bool ok = s->has_nonce && nonce->len == NONCE_LEN &&
+              sodium_memcmp(nonce->data, s->nonce, NONCE_LEN) == 0;
+    s->has_nonce = false;
+    return ok ? 0 : PARLEY_EBAD_NONCE;
+}
+
+static bool signature_ok(const uint8_t *sig, const uint8_t *nonce, const uint8_t *pubkey)
+{
+    uint8_t msg[AUTH_CONTEXT_LEN + NONCE_LEN];
+    memcpy(msg, AUTH_CONTEXT, AUTH_CONTEXT_LEN);
+    memcpy(msg + AUTH_CONTEXT_LEN, nonce, NONCE_LEN);
+    return crypto_sign_verify_detached(sig, msg, sizeof(msg), pubkey) == 0;
+}
+
+/* Admission control: sign-ups and logins beyond the loop's budget are
+ * refused at once, so that work for signed-in devices keeps flowing. */
+static bool admit_auth(struct session *s, uint64_t id, enum metrics_method m)
+{
+    if (s->w->auth_in_flight < cfg_of(s)->auth_queue_max)
+        return true;
+    atomic_fetch_add_explicit(&metrics.admission_refusals, 1, memory_order_relaxed);
+    respond_error(s, id, m, PARLEY_EBUSY, cfg_of(s)->retry_after_ms);
+    return false;
+}
+
+static void handle_challenge(struct session *s, uint64_t id)
+{
+    Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
+    Parley__V1__ChallengeResponse ch = PARLEY__V1__CHALLENGE_RESPONSE__INIT;
+    randombytes_buf(s->nonce, NONCE_LEN);
+    s->has_nonce = true;
+    ch.nonce.data = s->nonce;
+    ch.nonce.len = NONCE_LEN;
+    resp.id = id;
+    resp.result_case = PARLEY__V1__RESPONSE__RESULT_CHALLENGE;
+    resp.challenge = &ch;
+    respond(s, &resp, METHOD_CHALLENGE);
+}
+
+static void handle_signup(struct session *s, uint64_t id, const Parley__V1__SignupRequest *r)
+{
+    const enum metrics_method m = METHOD_SIGNUP;
+    const struct config *cfg = cfg_of(s);
+    char name[USERNAME_MAX + 1];
+    int rc = take_nonce(s, &r->nonce);
+    if (rc) {
+        atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
+        respond_error(s, id, m, rc, 0);
+        return;
+    }
+    if (username_normalize(r->username, name)) {
+        respond_error(s, id, m, PARLEY_EBAD_USERNAME, 0);
+        return;
+    }
+    if (r->public_key.len != STORE_PUBKEY_LEN) {
+        respond_error(s, id, m, PARLEY_EBAD_KEY, 0);
+        return;
+    }
+    if (r->signature.len != SIGNATURE_LEN ||
+        !signature_ok(r->signature.data, s->nonce, r->public_key.data)) {
+        atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
+        respond_error(s, id, m, PARLEY_EBAD_SIGNATURE, 0);
+        return;
+    }
+    uint32_t wait = ratelimit_take(s->w->srv->signup_limits, s->ip_key, cfg->signup_ip_rate,
+                                   cfg->signup_ip_burst, server_now_ms());
+    if (wait) {
+        respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+        return;
+    }
+    if (!admit_auth(s, id, m))
+        return;
+    struct op *op = op_new(s, id, m);
+    op->req.op = STORE_OP_SIGNUP;
+    memcpy(op->req.in.signup.username, name, sizeof(name));
+    memcpy(op->req.in.signup.pubkey, r->public_key.data, STORE_PUBKEY_LEN);
+    submit(op);
+}
+
+static void signup_done(struct op *op)
+{
+    struct session *s = op->s;
+    struct store_req *req = &op->req;
+    if (req->status) {
+        respond_error(s, op->request_id, op->method, req->status, 0);
+        return;
+    }
+    log_info("core", "event=signup user=%llu device=%llu", (unsigned long long)req->out.user_id,
+             (unsigned long long)req->out.device_id);
+    if (!s->conn)
+        return;
+    if (!s->authed)
+        go_online(s, req->out.user_id, req->out.device_id);
+    name_remember(s->w, req->in.signup.username, req->out.user_id);
+    Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
+    Parley__V1__SignupResponse r = PARLEY__V1__SIGNUP_RESPONSE__INIT;
+    r.user_id = req->out.user_id;
+    r.device_id = req->out.device_id;
+    r.username = req->in.signup.username;
+    resp.id = op->request_id;
+    resp.result_case = PARLEY__V1__RESPONSE__RESULT_SIGNUP;
+    resp.signup = &r;
+    respond(s, &resp, op->method);
+}
+
+static void handle_auth(struct session *s, uint64_t id, const Parley__V1__AuthRequest *r)
+{
+    const enum metrics_method m = METHOD_AUTH;
+    int rc = take_nonce(s, &r->nonce);
+    if (rc) {
+        atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
+        respond_error(s, id, m, rc, 0);
+        return;
+    }
+    if (r->signature.len != SIGNATURE_LEN) {
+        atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
+        respond_error(s, id, m, PARLEY_EBAD_SIGNATURE, 0);
+        return;
+    }
+    if (r->device_id == 0) {
+        respond_error(s, id, m, PARLEY_ENODEVICE, 0);
+        return;
+    }
+    if (!admit_auth(s, id, m))
+        return;
+    struct op *op = op_new(s, id, m);
+    op->req.op = STORE_OP_DEVICE;
+    op->req.in.device_id = r->device_id;
+    memcpy(op->signature, r->signature.data, SIGNATURE_LEN);
+    memcpy(op->nonce, r->nonce.data, NONCE_LEN);
+    submit(op);
+}
+
+static void auth_done(struct op *op)
+{
+    struct session *s = op->s;
+    struct store_req *req = &op->req;
+    if (req->status) {
+        respond_error(s, op->request_id, op->method, req->status, 0);
+        return;
+    }
+    if (!signature_ok(op->signature, op->nonce, req->out.pubkey)) {
+        atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
+        respond_error(s, op->request_id, op->method, PARLEY_EBAD_SIGNATURE, 0);
+        return;
+    }
+    if (!s->conn)
+        return;
+    if (s->authed) {
+        respond_error(s, op->request_id, op->method, PARLEY_EALREADY_AUTH, 0);
+        return;
+    }
+    go_online(s, req->out.user_id, req->in.device_id);
+    log_debug("core", "event=auth user=%llu device=%llu", (unsigned long long)s->user_id,
+              (unsigned long long)s->device_id);
+    Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
+    Parley__V1__AuthResponse r = PARLEY__V1__AUTH_RESPONSE__INIT;
+    r.user_id = req->out.user_id;
+    r.username = req->out.username;
+    r.pts = req->out.pts;
+    resp.id = op->request_id;
+    resp.result_case = PARLEY__V1__RESPONSE__RESULT_AUTH;
+    resp.auth = &r;
+    respond(s, &resp, op->method);
+}
+
+/* --- messages ----------------------------------------------------------- */
+
+/* Resolves a Peer to a user id: at once when given or cached (returns 0 and
+ * sets *user_id), or by a store lookup (returns 1 after submitting op, which
+ * then continues in on_store_done), or an error. */
+static int resolve_peer(struct op *op, const Parley__V1__Peer *peer, uint64_t *user_id)
+{
+    if (!peer)
+        return PARLEY_EINVAL;
+    if (peer->user_id) {
+        *user_id = peer->user_id;
+        return 0;
+    }
+    if (username_normalize(peer->username, op->peer_name))
+        return PARLEY_EBAD_USERNAME;
+    uint64_t id = name_lookup(op->s->w, op->peer_name);
+    if (id) {
+        *user_id = id;
+        return 0;
+    }
+    op->resolving = true;
+    op->req.op = STORE_OP_RESOLVE;
+    memcpy(op->req.in.username, op->peer_name, sizeof(op->peer_name));
+    return 1;
+}
+
+static void start_send(struct op *op, uint64_t to_user)
+{
+    struct session *s = op->s;
+    op->req.op = STORE_OP_SEND;
+    op->req.in.send.from_user = s->user_id;
+    op->req.in.send.from_device = s->device_id;
+    op->req.in.send.to_user = to_user;
+    op->req.in.send.client_id = op->client_id;
+    op->req.in.send.date = (int64_t)time(NULL);
+    op->req.in.send.text = op->text;
+    op->req.in.send.text_len = op->text_len;
+}
+
+static void start_history(struct op *op, uint64_t peer)
+{
+    op->req.op = STORE_OP_HISTORY;
+    op->req.in.history.user = op->s->user_id;
+    op->req.in.history.peer = peer;
+    op->req.in.history.before_id = op->before_id;
+    op->req.in.history.limit = op->limit;
+}
+
+static void handle_send(struct session *s, uint64_t id, const Parley__V1__SendRequest *r)
+{
+    const enum metrics_method m = METHOD_SEND;
+    const struct config *cfg = cfg_of(s);
+    size_t len = r->text ? strlen(r->text) : 0, chars;
+    if (r->client_id == 0 || len == 0) {
+        respond_error(s, id, m, PARLEY_EINVAL, 0);
+        return;
+    }
+    if (utf8_check(r->text, len, &chars)) {
+        respond_error(s, id, m, PARLEY_EBAD_UTF8, 0);
+        return;
+    }
+    if (chars > cfg->max_text_chars) {
+        respond_error(s, id, m, PARLEY_ETEXT_TOO_LONG, 0);
+        return;
+    }
+    uint32_t wait = ratelimit_take(s->w->srv->account_limits, s->user_id, cfg->account_rate,
+                                   cfg->account_burst, server_now_ms());
+    if (wait) {
+        respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+        return;
+    }
+    struct op *op = op_new(s, id, m);
+    op->text = xmemdup(r->text, len + 1);
+    op->text_len = len;
+    op->client_id = r->client_id;
+    uint64_t to;
+    int rc = resolve_peer(op, r->to, &to);
+    if (rc < 0) {
+        respond_error(s, id, m, rc, 0);
+        op_free(op);
+        return;
+    }
+    if (rc == 0)
+        start_send(op, to);
+    submit(op);
+}
+
+/* Fans a committed message out: to the recipient's devices, and to the
+ * sender's other devices. */
+static void publish_message(struct session *s, const struct store_req *req)
+{
+    Parley__V1__Message msg;
+    Parley__V1__Update up = PARLEY__V1__UPDATE__INIT;
+    Parley__V1__Push push = PARLEY__V1__PUSH__INIT;
+    PlFrame f = PARLEY__V1__FRAME__INIT;
+    msg_to_proto(&req->out.msg, &msg);
+    up.kind_case = PARLEY__V1__UPDATE__KIND_NEW_MESSAGE;
+    up.new_message = &msg;
+    push.kind_case = PARLEY__V1__PUSH__KIND_UPDATE;
+    push.update = &up;
+    f.version = FRAME_VERSION;
+    f.body_case = PARLEY__V1__FRAME__BODY_PUSH;
+    f.push = &push;
+    size_t len;
+    uint8_t *buf;
+    if (req->out.msg.to_user != req->out.msg.from_user && req->out.to_pts) {
+        up.pts = req->out.to_pts;
+        buf = frame_encode(&f, &len);
+        if (!buf)
+            abort();
+        router_publish(s->w->router, req->out.msg.to_user, 0, buf, len);
+        free(buf);
+    }
+    up.pts = req->out.msg.pts;
+    buf = frame_encode(&f, &len);
+    if (!buf)
+        abort();
+    router_publish(s->w->router, req->out.msg.from_user, req->out.msg.from_device, buf, len);
+    free(buf);
+}
+
+static void send_done(struct op *op)
+{
+    struct session *s = op->s;
+    struct store_req *req = &op->req;
+    if (req->status) {
+        respond_error(s, op->request_id, op->method, req->status, 0);
+        return;
+    }
+    if (!req->out.duplicate)
+        publish_message(s, req);
+    Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
+    Parley__V1__SendResponse r = PARLEY__V1__SEND_RESPONSE__INIT;
+    Parley__V1__Message msg;
+    msg_to_proto(&req->out.msg, &msg);
+    r.message = &msg;
+    r.pts = req->out.msg.pts;
+    r.duplicate = req->out.duplicate;
+    resp.id = op->request_id;
+    resp.result_case = PARLEY__V1__RESPONSE__RESULT_SEND;
+    resp.send = &r;
+    respond(s, &resp, op->method);
+}
+
+static unsigned clamp_limit(uint32_t limit, unsigned dflt)
+{
+    if (limit == 0)
+        return dflt;
+    return limit > STORE_PAGE_MAX ? STORE_PAGE_MAX : limit;
+}
+
+static void handle_sync(struct session *s, uint64_t id, const Parley__V1__SyncRequest *r)
+{
+    struct op *op = op_new(s, id, METHOD_SYNC);
+    op->req.op = STORE_OP_SYNC;
+    op->req.in.sync.user = s->user_id;
+    op->req.in.sync.device = s->device_id;
+    op->req.in.sync.from_pts = r->from_pts;
+    op->req.in.sync.limit = clamp_limit(r->limit, SYNC_LIMIT_DEFAULT);
+    submit(op);
+}
+
+static void sync_done(struct op *op)
+{
+    struct session *s = op->s;
+    struct store_req *req = &op->req;
+    if (req->status) {
+        respond_error(s, op->request_id, op->method, req->status, 0);
+        return;
+    }
+    size_t n = req->out.n_msgs;
+    Parley__V1__Message *msgs = xcalloc(n, sizeof(*msgs));
+    Parley__V1__Update *ups = xcalloc(n, sizeof(*ups));
+    Parley__V1__Update **upp = xcalloc(n, sizeof(*upp));
+    for (size_t i = 0; i < n; i++) {
+        msg_to_proto(&req->out.msgs[i], &msgs[i]);
+        parley__v1__update__init(&ups[i]);
+        ups[i].pts = req->out.msgs[i].pts;
+        ups[i].kind_case = PARLEY__V1__UPDATE__KIND_NEW_MESSAGE;
+        ups[i].new_message = &msgs[i];
+        upp[i] = &ups[i];
+    }
+    Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
+    Parley__V1__SyncResponse r = PARLEY__V1__SYNC_RESPONSE__INIT;
+    r.n_updates = n;
+    r.updates = upp;
+    r.pts = req->out.pts;
+    r.more = req->out.more;
+    resp.id = op->request_id;
+    resp.result_case = PARLEY__V1__RESPONSE__RESULT_SYNC;
+    resp.sync = &r;
+    respond(s, &resp, op->method);
+    free(upp);
+    free(ups);
+    free(msgs);
+}
+
+static void handle_history(struct session *s, uint64_t id, const Parley__V1__HistoryRequest *r)
+{
+    struct op *op = op_new(s, id, METHOD_HISTORY);
+    op->before_id = r->before_id;
+    op->limit = clamp_limit(r->limit, HISTORY_LIMIT_DEFAULT);
+    uint64_t peer;
+    int rc = resolve_peer(op, r->peer, &peer);
+    if (rc < 0) {
+        respond_error(s, id, op->method, rc, 0);
+        op_free(op);
+        return;
+    }
+    if (rc == 0)
+        start_history(op, peer);
+    submit(op);
+}
+
+static void history_done(struct op *op)
+{
+    struct session *s = op->s;
+    struct store_req *req = &op->req;
+    if (req->status) {
+        respond_error(s, op->request_id, op->method, req->status, 0);
+        return;
+    }
+    size_t n = req->out.n_msgs;
+    Parley__V1__Message *msgs = xcalloc(n, sizeof(*msgs));
+    Parley__V1__Message **msgp = xcalloc(n, sizeof(*msgp));
+    for (size_t i = 0; i < n; i++) {
+        msg_to_proto(&req->out.msgs[i], &msgs[i]);
+        msgp[i] = &msgs[i];
+    }
+    Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
+    Parley__V1__HistoryResponse r = PARLEY__V1__HISTORY_RESPONSE__INIT;
+    r.n_messages = n;
+    r.messages = msgp;
+    resp.id = op->request_id;
+    resp.result_case = PARLEY__V1__RESPONSE__RESULT_HISTORY;
+    resp.history = &r;
+    respond(s, &resp, op->method);
+    free(msgp);
+    free(msgs);
+}
+
+static void handle_resolve(struct session *s, uint64_t id, const Parley__V1__ResolveRequest *r)
+{
+    struct op *op = op_new(s, id, METHOD_RESOLVE);
+    if (username_normalize(r->username, op->peer_name)) {
+        respond_error(s, id, op->method, PARLEY_EBAD_USERNAME, 0);
+        op_free(op);
+        return;
+    }
+    op->req.op = STORE_OP_RESOLVE;
+    memcpy(op->req.in.username, op->peer_name, sizeof(op->peer_name));
+    submit(op);
+}
+
+static void resolve_done(struct op *op)
+{
+    struct session *s = op->s;
+    struct store_req *req = &op->req;
+    if (req->status) {
+        respond_error(s, op->request_id, op->method, req->status, 0);
+        return;
+    }
+    Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
+    Parley__V1__ResolveResponse r = PARLEY__V1__RESOLVE_RESPONSE__INIT;
+    r.user_id = req->out.user_id;
+    r.username = req->in.username;
+    resp.id = op->request_id;
+    resp.result_case = PARLEY__V1__RESPONSE__RESULT_RESOLVE;
+    resp.resolve = &r;
+    respond(s, &resp, op->method);
+}
+
+static void on_store_done(struct store_req *req)
+{
+    struct op *op = req->data;
+    struct session *s = op->s;
+    struct worker *w = s->w;
+    w->in_flight--;
+    if (op->method == METHOD_SIGNUP || op->method == METHOD_AUTH)
+        w->auth_in_flight--;
+
+    if (op->resolving) {
+        /* Step one of a send or history: the peer's id is known now. */
+        op->resolving = false;
+        if (req->status == 0) {
+            uint64_t peer = req->out.user_id;
+            name_remember(w, op->peer_name, peer);
+            store_req_reset(req);
+            memset(&req->out, 0, sizeof(req->out));
+            if (op->method == METHOD_SEND)
+                start_send(op, peer);
+            else
+                start_history(op, peer);
+            if (!w->stopping && s->conn) {
+                submit(op);
+                session_unref(s);
+                return;
+            }
+        } else {
+            respond_error(s, op->request_id, op->method, req->status, 0);
+        }
+        op_free(op);
+        session_unref(s);
+        worker_maybe_finish(w);
+        return;
+    }
+
+    switch (op->method) {
+    case METHOD_SIGNUP:
+        signup_done(op);
+        break;
+    case METHOD_AUTH:
+        auth_done(op);
+        break;
+    case METHOD_SEND:
+        send_done(op);
+        break;
+    case METHOD_SYNC:
+        sync_done(op);
+        break;
+    case METHOD_HISTORY:
+        history_done(op);
+        break;
+    case METHOD_RESOLVE:
+        resolve_done(op);
+        break;
+    default:
+        break;
+    }
+    op_free(op);
+    session_unref(s);
+    worker_maybe_finish(w);
+}
+
+/* --- dispatch ----------------------------------------------------------- */
+
+static enum metrics_method method_of(const Parley__V1__Request *r)
+{
+    switch (r->method_case) {
+    case PARLEY__V1__REQUEST__METHOD_CHALLENGE:
+        return METHOD_CHALLENGE;
+    case PARLEY__V1__REQUEST__METHOD_SIGNUP:
+        return METHOD_SIGNUP;
+    case PARLEY__V1__REQUEST__METHOD_AUTH:
+        return METHOD_AUTH;
+    case PARLEY__V1__REQUEST__METHOD_SEND:
+        return METHOD_SEND;
+    case PARLEY__V1__REQUEST__METHOD_SYNC:
+        return METHOD_SYNC;
+    case PARLEY__V1__REQUEST__METHOD_HISTORY:
+        return METHOD_HISTORY;
+    case PARLEY__V1__REQUEST__METHOD_PING:
+        return METHOD_PING;
+    case PARLEY__V1__REQUEST__METHOD_RESOLVE:
+        return METHOD_RESOLVE;
+    default:
+        return METHOD_UNKNOWN;
+    }
+}
+
+static void handle_request(struct session *s, const Parley__V1__Request *r)
+{
+    const struct config *cfg = cfg_of(s);
+    enum metrics_method m = method_of(r);
+    uint64_t id = r->id;
+
+    uint32_t wait =
+        ratelimit_take(s->w->srv->ip_limits, s->ip_key, cfg->ip_rate, cfg->ip_burst,
+                       server_now_ms());
+    if (wait) {
+        respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+        return;
+    }
+    if (m == METHOD_UNKNOWN) {
+        respond_error(s, id, m, PARLEY_EUNKNOWN_METHOD, 0);
+        return;
+    }
+    if (s->w->stopping) {
+        respond_error(s, id, m, PARLEY_EBUSY, cfg->retry_after_ms);
+        return;
+    }
+    bool needs_auth = m != METHOD_CHALLENGE && m != METHOD_SIGNUP && m != METHOD_AUTH &&
+                      m != METHOD_PING;
+    if (needs_auth && !s->authed) {
+        respond_error(s, id, m, PARLEY_ENOAUTH, 0);
+        return;
+    }
+    if ((m == METHOD_SIGNUP || m == METHOD_AUTH) && s->authed) {
+        respond_error(s, id, m, PARLEY_EALREADY_AUTH, 0);
+        return;
+    }
+    switch (m) {
+    case METHOD_CHALLENGE:
+        handle_challenge(s, id);
+        break;
+    case METHOD_SIGNUP:
+        handle_signup(s, id, r->signup);
+        break;
+    case METHOD_AUTH:
+        handle_auth(s, id, r->auth);
+        break;
+    case METHOD_SEND:
+        handle_send(s, id, r->send);
+        break;
+    case METHOD_SYNC:
+        handle_sync(s, id, r->sync);
+        break;
+    case METHOD_HISTORY:
+        handle_history(s, id, r->history);
+        break;
+    case METHOD_RESOLVE:
+        handle_resolve(s, id, r->resolve);
+        break;
+    case METHOD_PING: {
+        Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
+        Parley__V1__PingResponse p = PARLEY__V1__PING_RESPONSE__INIT;
+        p.payload = r->ping->payload;
+        resp.id = id;
+        resp.result_case = PARLEY__V1__RESPONSE__RESULT_PING;
+        resp.ping = &p;
+        respond(s, &resp, m);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void on_open(struct net_conn *c)
+{
+    struct worker *w = net_loop_data(net_conn_loop(c));
+    struct session *s = xcalloc(1, sizeof(*s));
+    s->conn = c;
+    s->w = w;
+    s->refs = 1;
+    s->ip_key = ratelimit_ip_key(net_conn_peer(c));
+    net_conn_set_data(c, s);
+}
+
+static void on_message(struct net_conn *c, const uint8_t *data, size_t len)
+{
+    struct session *s = net_conn_data(c);
+    PlFrame *f;
+    int rc = frame_decode(data, len, cfg_of(s)->max_frame_bytes, &f);
+    if (rc) {
+        respond_error(s, 0, METHOD_UNKNOWN, rc, 0);
+        return;
+    }
+    if (f->version == 0) {
+        respond_error(s, frame_request_id(f), METHOD_UNKNOWN, PARLEY_EVERSION, 0);
+    } else if (f->body_case != PARLEY__V1__FRAME__BODY_REQUEST || !f->request) {
+        respond_error(s, 0, METHOD_UNKNOWN, PARLEY_EPROTO, 0);
+    } else {
+        handle_request(s, f->request);
+    }
+    frame_free(f);
+}
+
+static void on_close(struct net_conn *c)
+{
+    struct session *s = net_conn_data(c);
+    go_offline(s);
+    sodium_memzero(s->nonce, sizeof(s->nonce));
+    s->conn = NULL;
+    session_unref(s);
+}
+
+static void on_http(struct net_loop *nl, const char *method, const char *path,
+                    struct net_http_response *res)
+{
+    struct worker *w = net_loop_data(nl);
+    res->content_type = "text/plain; charset=utf-8";
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        res->status = 405;
+        res->body = xstrdup("method not allowed\n");
+    } else if (strcmp(path, "/healthz") == 0) {
+        res->status = w->stopping ? 503 : 200;
+        res->body = xstrdup(w->stopping ? "stopping\n" : "ok\n");
+    } else if (strcmp(path, "/metrics") == 0) {
+        res->status = 200;
+        res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+        res->body = metrics_render(w->srv, &res->body_len);
+        return;
+    } else {
+        res->status = 404;
+        res->body = xstrdup("not found\n");
+    }
+    res->body_len = strlen(res->body);
+}
+
+const struct net_callbacks session_callbacks = {
+    .on_open = on_open,
+    .on_message = on_message,
+    .on_close = on_close,
+    .on_http = on_http,
+};
+
+void session_deliver(void *arg, uint64_t user_id, uint64_t exclude_device, const uint8_t *frame,
+                     size_t len)
+{
+    struct worker *w = arg;
+    struct session *s = u64map_get(&w->online, user_id);
+    while (s) {
+        struct session *next = s->next_online;
+        if (s->device_id != exclude_device && s->conn) {
+            atomic_fetch_add_explicit(&metrics.pushes, 1, memory_order_relaxed);
+            if (net_conn_send(s->conn, frame, len))
+                log_debug("core", "event=push_dropped user=%llu", (unsigned long long)user_id);
+        }
+        s = next;
+    }
+}
