@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Operations: --check-config, SIGHUP with a broken config keeps serving,
+# /healthz and /metrics, plaintext refused off loopback.
+source "$(dirname "$0")/../harness/lib.sh"
+
+cat >"$T/bad.conf" <<'CONF'
+[server]
+listen = nowhere
+[limits]
+max_text_chars = 99999
+frobnicate = 1
+CONF
+out=$("$PARLEYD" --check-config "$T/bad.conf") && fail "bad config passed check" || ok
+expect_match "check-config names line 2" "$out" "bad.conf:2: \[server\] listen"
+expect_match "check-config names line 4" "$out" "bad.conf:4: \[limits\] max_text_chars"
+expect_match "check-config names line 5" "$out" "bad.conf:5: \[limits\] frobnicate"
+src=${PARLEY_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+"$PARLEYD" --check-config "$src/parleyd.conf" >/dev/null && ok || fail "example config invalid"
+
+err=$("$PARLEYD" --plaintext --listen 0.0.0.0:0 --data "$T/x" 2>&1) && fail "plaintext on 0.0.0.0 accepted" || ok
+expect_match "plaintext refusal" "$err" "plaintext"
+
+cat >"$T/good.conf" <<CONF
+[server]
+log_level = info
+[ratelimit]
+account_rate = 100
+CONF
+start_parleyd main --config "$T/good.conf"
+pl alice signup alice >/dev/null
+pl bob signup bob >/dev/null
+pl alice send @bob "before reload" >/dev/null
+
+cp "$T/good.conf" "$T/saved.conf"
+printf '[server\nthis is not ini\n' >"$T/good.conf"
+kill -HUP "$SERVER_PID"
+sleep 0.5
+kill -0 "$SERVER_PID" && ok || fail "server died on a broken reload"
+expect_match "reload rejected in log" "$(cat "$T/parleyd-main.err")" "reload_rejected"
+pl alice send @bob "after broken reload" >/dev/null && ok || fail "send after broken reload"
+cp "$T/saved.conf" "$T/good.conf"
+kill -HUP "$SERVER_PID"
+sleep 0.5
+expect_match "valid reload applied" "$(cat "$T/parleyd-main.err")" "event=reloaded"
+out=$(pl bob --json recv)
+expect_eq "both messages" "$(jq -r .text <<<"$out" | tr '\n' '|')" "before reload|after broken reload|"
+
+expect_eq "healthz" "$(curl -s "http://127.0.0.1:$PORT/healthz")" "ok"
+m=$(curl -s "http://127.0.0.1:$PORT/metrics")
+expect_match "metrics requests" "$m" 'parley_requests_total\{method="send",result="ok"\} [0-9]+'
+expect_match "metrics commit histogram" "$m" 'parley_commit_seconds_bucket\{le="\+Inf"\} [0-9]+'
+expect_match "metrics batch histogram" "$m" 'parley_commit_batch_size_count [0-9]+'
+expect_match "metrics connections" "$m" 'parley_connections [0-9]+'
+expect_match "metrics drops" "$m" 'parley_send_queue_drops_total [0-9]+'
+expect_eq "unknown path 404" "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/nope")" "404"
+
+# Logs never carry message text.
+if grep -q "before reload" "$T/parleyd-main.err"; then fail "message text in server log"; else ok; fi
+finish

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# TLS with a self-signed certificate: pinned on first contact, accepted
+# after, and a changed certificate on the same address refused.
+source "$(dirname "$0")/../harness/lib.sh"
+start_parleyd one --tls
+port=$PORT
+out=$(pl alice signup alice) && ok || fail "signup over TLS"
+pl bob signup bob >/dev/null
+pl alice send @bob "over tls" >/dev/null && ok || fail "send over TLS (pinned)"
+expect_match "known_servers written" "$(cat "$T/alice/known_servers")" "127.0.0.1:$port"
+expect_eq "known_servers mode" "$(stat -c %a "$T/alice/known_servers")" "600"
+expect_eq "home mode" "$(stat -c %a "$T/alice")" "700"
+stop_parleyd "$SERVER_PID"
+
+# Same address, new data dir: a new self-signed certificate.
+start_parleyd two --tls --listen=127.0.0.1:$port
+err=$(pl alice send @bob "should not go" 2>&1 >/dev/null) && fail "changed certificate accepted" || ok
+expect_match "changed certificate error" "$err" "^parley: .*certificate changed"
+finish
