@@ -102,7 +102,8 @@ struct parley_msg {
     bool duplicate;      /* from parley_send: the client id was used before */
 };
 
-/* Returns 0 to go on, non-zero to stop the call that invoked it. */
+/* Returns 0 to go on, non-zero to stop the call that invoked it. It must
+ * not call libparley on the same struct parley. */
 typedef int parley_msg_cb(void *arg, const struct parley_msg *msg);
 
 struct parley_account {
@@ -152,6 +153,15 @@ PARLEY_API int parley_recv(struct parley *p, int timeout_ms, bool follow, parley
  * first, with ids below before_id (0: from the newest). */
 PARLEY_API int parley_history(struct parley *p, const char *peer, uint64_t before_id, unsigned limit,
                    parley_msg_cb *cb, void *arg);
+
+/* The server URL this struct parley connects to: options.server_url, else
+ * $PARLEY_SERVER, else the account's server, else https://127.0.0.1:8443.
+ * Valid until parley_close. */
+PARLEY_API const char *parley_server_url(const struct parley *p);
+
+/* The retry_after_ms the server sent with the last failed call's error
+ * (PARLEY_ERATE_LIMITED, PARLEY_EBUSY), or 0. */
+PARLEY_API unsigned parley_retry_after_ms(const struct parley *p);
 
 /* Text and symbolic name ("ENOUSER") of an error code; never NULL. */
 PARLEY_API const char *parley_strerror(int err);
