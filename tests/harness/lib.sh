@@ -58,6 +58,9 @@ start_parleyd() {
         esac
     done
     [ $tls -eq 1 ] || args+=(--plaintext)
+    local has_config=0
+    for a in "${args[@]}"; do [ "$a" == "--config" ] && has_config=1; done
+    [ $has_config -eq 1 ] || args+=(--config "$(dirname "${BASH_SOURCE[0]}")/test.conf")
     mkdir -p "$T/$name"
     local out="$T/parleyd-$name.out" err="$T/parleyd-$name.err"
     "$PARLEYD" --listen "$listen" --data "$T/$name" "${args[@]}" >"$out" 2>>"$err" &

@@ -25,7 +25,10 @@ cat >"$T/good.conf" <<CONF
 [server]
 log_level = info
 [ratelimit]
-account_rate = 100
+ip_rate = 100000
+ip_burst = 100000
+signup_ip_rate = 100000
+signup_ip_burst = 100000
 CONF
 start_parleyd main --config "$T/good.conf"
 pl alice signup alice >/dev/null
@@ -57,4 +60,20 @@ expect_eq "unknown path 404" "$(curl -s -o /dev/null -w '%{http_code}' "http://1
 
 # Logs never carry message text.
 if grep -q "before reload" "$T/parleyd-main.err"; then fail "message text in server log"; else ok; fi
+
+# Rate limits answer with an error carrying retry_after, and only the
+# limited party is refused.
+cat >"$T/strict.conf" <<'CONF'
+[ratelimit]
+signup_ip_rate = 0.01
+signup_ip_burst = 2
+CONF
+start_parleyd strict --config "$T/strict.conf"
+pl s1 signup s_one >/dev/null && ok || fail "first signup under limit"
+pl s2 signup s_two >/dev/null && ok || fail "second signup under limit"
+err=$(pl s3 signup s_three 2>&1 >/dev/null) && fail "third signup not limited" || ok
+expect_match "rate limited with retry after" "$err" "^parley: rate limited, retry after [0-9.]+ s"
+pl s1 send @s_two "still served" >/dev/null && ok || fail "existing user refused during signup limit"
+m=$(curl -s "http://127.0.0.1:$PORT/metrics")
+expect_match "metrics count the refusal" "$m" 'parley_requests_total\{method="signup",result="ERATE_LIMITED"\} 1'
 finish
