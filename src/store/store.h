@@ -24,12 +24,13 @@ struct store_port; /* one per event loop that submits requests */
 
 struct store_config {
     const char *path;          /* database file; created if missing */
-    unsigned max_batch;        /* most requests per transaction (e.g. 1024) */
-    unsigned max_queue;        /* queued requests beyond this are refused */
+    unsigned max_batch;        /* most requests per transaction; 0: 1024 */
+    unsigned max_queue;        /* queued requests beyond this are refused; 0: 65536 */
 };
 
 /* One message row as seen from one account's log. Strings point into the
- * result and are valid only during the callback. */
+ * result block of the request and are NUL-terminated; they are valid from
+ * the callback until store_req_reset() on that request. */
 struct store_msg {
     uint64_t id;             /* global, increasing */
     uint64_t from_user;
@@ -57,9 +58,12 @@ struct store_req;
 typedef void store_cb(struct store_req *req);
 
 /* A request. The caller owns it (embed it or allocate it) and must keep it
- * alive and untouched from submission until its callback has returned;
- * store_req_reset() releases what a result allocated. Input strings are
- * copied by the submit call. */
+ * alive and untouched from submission until its callback is called; the
+ * store never touches it after calling cb, so cb may free or resubmit it.
+ * Usernames are arrays inside the request; send.text is borrowed until the
+ * callback. A result may own one allocated block (SEND, SYNC, HISTORY):
+ * call store_req_reset() once done with it, before freeing or reusing req
+ * (store_submit() clears out and does not free what was left there). */
 struct store_req {
     /* Input, set by the caller. */
     enum store_op op;
@@ -76,14 +80,14 @@ struct store_req {
             uint64_t from_user;
             uint64_t from_device;
             uint64_t to_user;
-            uint64_t client_id;
-            int64_t date;
+            uint64_t client_id; /* non-zero; see the contract of SEND below */
+            int64_t date;       /* unix seconds; 0: the store's clock */
             const char *text; /* borrowed until the callback */
             size_t text_len;
         } send;
         struct {
             uint64_t user;
-            uint64_t device;
+            uint64_t device;   /* its sync_pts rises to from_pts; 0: none */
             uint64_t from_pts;
             unsigned limit; /* 1..STORE_PAGE_MAX */
         } sync;
@@ -118,36 +122,69 @@ struct store_req {
 };
 
 /* Opens (creating if needed) the database and starts the writer thread.
- * Returns 0 and sets *out, or PARLEY_ESTORE (logged with the reason). */
+ * Returns 0 and sets *out, or PARLEY_EINVAL (no path) or PARLEY_ESTORE
+ * (logged with the reason). */
 PL_NODISCARD int store_open(const struct store_config *cfg, struct store **out);
 
-/* Stops accepting requests, finishes and commits everything queued, calls
- * every pending callback through its port, stops the thread and closes.
- * All ports must have been closed first. NULL is a no-op. */
+/* Stops accepting requests (store_submit then returns PARLEY_EBUSY),
+ * finishes and commits everything queued, hands every result to its port,
+ * stops the thread and closes the database; blocks until then. Any thread.
+ * Ports may be closed before or after: a port's callbacks run when its loop
+ * runs, and its memory and the store's are freed once store_close has
+ * returned and every port's close has completed (on its loop). Shutdown:
+ * stop submitting, store_close(), then store_port_close() on each loop and
+ * run the loops until the ports are closed. NULL is a no-op. */
 void store_close(struct store *st);
 
 /* Creates a port bound to loop (called on that loop's thread). Callbacks of
- * requests submitted through it run on that loop. */
+ * requests submitted through it run on that loop, in submission order. The
+ * port keeps the loop alive only while it has requests in flight. Returns 0
+ * and sets *out, or PARLEY_EINVAL (store closing) or PARLEY_EINTERNAL. */
 PL_NODISCARD int store_port_open(struct store *st, uv_loop_t *loop, struct store_port **out);
 
-/* Closes the port's handle (async, like uv_close); requests still in flight
- * complete first. Call on the port's loop after all its requests finished. */
+/* Closes the port (async, like uv_close): requests still in flight get
+ * their callbacks first, then the handle closes and the port is freed.
+ * Call on the port's loop; no submissions through it afterwards (they get
+ * PARLEY_EINVAL). NULL is a no-op. */
 void store_port_close(struct store_port *port);
 
 /* Queues req. Returns 0 and later calls req->cb exactly once on the port's
- * loop; or returns PARLEY_EBUSY (queue full) or PARLEY_EINVAL and never
- * calls it. Thread: the port's loop. */
+ * loop, for writes only after the commit is durable; or returns PARLEY_EBUSY
+ * (queue full, or the store is closing) or PARLEY_EINVAL (no cb, bad op,
+ * empty or unterminated username, limit outside 1..STORE_PAGE_MAX, SEND with
+ * a zero user or client_id, text missing or over 4 * PARLEY_TEXT_MAX_CHARS
+ * bytes, port closing) and never calls it. Thread: the port's loop.
+ *
+ * Results, in req->status and req->out:
+ * SIGNUP   user_id, device_id, username, pubkey, pts 0; PARLEY_ETAKEN (name
+ *          in use), PARLEY_EBAD_KEY (pubkey already registered).
+ * DEVICE   user_id, device_id, username, pubkey, pts; PARLEY_ENODEVICE.
+ * RESOLVE  user_id, username; PARLEY_ENOUSER.
+ * SEND     msg (with from_name, to_name; msg.pts is the sender's pts),
+ *          to_pts, duplicate. If (from_user, client_id) was used before,
+ *          the first message is returned unchanged with duplicate set and
+ *          its original sender pts, and nothing is written. PARLEY_ENOUSER
+ *          if to_user (or from_user) does not exist.
+ * SYNC     msgs: updates with pts > from_pts in pts order, at most limit;
+ *          more if further ones exist; pts: the account's current pts.
+ *          PARLEY_ENOUSER. Raises the device's stored sync_pts to from_pts.
+ * HISTORY  msgs between user and peer with id < before_id, newest first,
+ *          pts 0; PARLEY_ENOUSER if peer does not exist.
+ * Any op: PARLEY_ESTORE if the database failed; a failing request does not
+ * affect the others of its batch, a failing commit fails them all. */
 PL_NODISCARD int store_submit(struct store_port *port, struct store_req *req);
 
-/* Frees what the result of req allocated (msgs); safe to call twice. */
+/* Frees what the result of req allocated (msgs, msg strings) and clears
+ * those fields; safe to call twice. req must have been submitted or zeroed. */
 void store_req_reset(struct store_req *req);
 
-/* Figures for /metrics; any thread. */
+/* Figures for /metrics; any thread. Only write transactions count:
+ * read-only batches cost no fsync and are not recorded. */
 struct store_stats {
-    uint64_t commits;          /* transactions committed */
+    uint64_t commits;          /* write transactions committed */
     uint64_t committed_reqs;   /* requests in them */
     uint64_t batch_hist[8];    /* batch sizes: 1, 2-3, 4-7, ..., >=128 */
-    uint64_t latency_hist[10]; /* commit latency: <0.25ms, <0.5, <1, <2, <4, <8, <16, <32, <64, >=64 */
+    uint64_t latency_hist[10]; /* COMMIT latency, ms: <0.25, <0.5, <1, <2, ..., <64, >=64 */
     uint64_t latency_us_sum;
     uint64_t queue_refusals;
 };

@@ -1,0 +1,1128 @@
+/* SPDX-License-Identifier: MIT */
+/* The SQLite backend of store.h: one connection, owned by one writer thread
+ * that runs queued requests in batches (one transaction and one fsync per
+ * batch) and hands each result back through its request's port. The schema,
+ * batching rules and lifetimes are described in docs/internals/store.md. */
+#include "store/store.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "common/mem.h"
+
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/banned.h"
+
+#define MODULE "store"
+#define SCHEMA_VERSION 1
+#define DEFAULT_MAX_BATCH 1024
+#define DEFAULT_MAX_QUEUE 65536
+#define BUSY_TIMEOUT_MS 5000
+/* Largest text accepted: the protocol's character limit in 4-byte UTF-8. */
+#define TEXT_MAX_BYTES ((size_t)PARLEY_TEXT_MAX_CHARS * 4)
+/* Result scratch above this is released after use rather than kept. */
+#define SCRATCH_KEEP_BYTES (1024 * 1024)
+
+/* clang-format off */
+static const char schema_sql[] =
+    "CREATE TABLE users ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " username TEXT NOT NULL UNIQUE,"
+    " created INTEGER NOT NULL,"
+    " pts INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE devices ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " user_id INTEGER NOT NULL REFERENCES users(id),"
+    " pubkey BLOB NOT NULL UNIQUE CHECK (length(pubkey) = 32),"
+    " created INTEGER NOT NULL,"
+    " sync_pts INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX devices_user ON devices(user_id);"
+    "CREATE TABLE messages ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " from_user INTEGER NOT NULL,"
+    " from_device INTEGER NOT NULL,"
+    " to_user INTEGER NOT NULL,"
+    " client_id INTEGER NOT NULL,"
+    " date INTEGER NOT NULL,"
+    " text TEXT NOT NULL,"
+    " chat_lo INTEGER NOT NULL,"
+    " chat_hi INTEGER NOT NULL,"
+    " from_pts INTEGER NOT NULL,"
+    " UNIQUE (from_user, client_id));"
+    "CREATE INDEX messages_chat ON messages(chat_lo, chat_hi, id);"
+    "CREATE TABLE updates ("
+    " user_id INTEGER NOT NULL,"
+    " pts INTEGER NOT NULL,"
+    " message_id INTEGER NOT NULL,"
+    " PRIMARY KEY (user_id, pts)) WITHOUT ROWID;"
+    "PRAGMA user_version = 1;";
+/* clang-format on */
+
+/* Columns 0-8 of every message query; column 9 is the pts to report. */
+#define MSG_COLS                                                                                   \
+    "m.id, m.from_user, m.from_device, m.to_user, m.client_id, m.date, m.text, fu.username, "      \
+    "tu.username"
+#define MSG_JOIN " JOIN users fu ON fu.id = m.from_user JOIN users tu ON tu.id = m.to_user"
+
+enum stmt_id {
+    ST_BEGIN_WRITE,
+    ST_BEGIN_READ,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
+    ST_USER_INSERT,
+    ST_USER_BY_NAME,
+    ST_USER_BY_ID,
+    ST_USER_BUMP,
+    ST_DEVICE_INSERT,
+    ST_DEVICE_GET,
+    ST_DEVICE_SYNC_PTS,
+    ST_MSG_BY_CLIENT_ID,
+    ST_MSG_INSERT,
+    ST_UPDATE_INSERT,
+    ST_SYNC_PAGE,
+    ST_HISTORY_PAGE,
+    ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_BEGIN_WRITE] = "BEGIN IMMEDIATE",
+    [ST_BEGIN_READ] = "BEGIN DEFERRED",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT req",
+    [ST_RELEASE] = "RELEASE req",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO req",
+    [ST_USER_INSERT] = "INSERT INTO users (username, created) VALUES (?1, ?2)",
+    [ST_USER_BY_NAME] = "SELECT id FROM users WHERE username = ?1",
+    [ST_USER_BY_ID] = "SELECT username, pts FROM users WHERE id = ?1",
+    [ST_USER_BUMP] = "UPDATE users SET pts = pts + 1 WHERE id = ?1 RETURNING pts",
+    [ST_DEVICE_INSERT] = "INSERT INTO devices (user_id, pubkey, created) VALUES (?1, ?2, ?3)",
+    [ST_DEVICE_GET] = "SELECT d.user_id, u.username, d.pubkey, u.pts FROM devices d"
+                      " JOIN users u ON u.id = d.user_id WHERE d.id = ?1",
+    [ST_DEVICE_SYNC_PTS] = "UPDATE devices SET sync_pts = ?3"
+                           " WHERE id = ?1 AND user_id = ?2 AND sync_pts < ?3",
+    [ST_MSG_BY_CLIENT_ID] = "SELECT " MSG_COLS ", m.from_pts FROM messages m" MSG_JOIN
+                            " WHERE m.from_user = ?1 AND m.client_id = ?2",
+    [ST_MSG_INSERT] = "INSERT INTO messages (from_user, from_device, to_user, client_id, date,"
+                      " text, chat_lo, chat_hi, from_pts)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [ST_UPDATE_INSERT] = "INSERT INTO updates (user_id, pts, message_id) VALUES (?1, ?2, ?3)",
+    [ST_SYNC_PAGE] = "SELECT " MSG_COLS ", u.pts FROM updates u"
+                     " JOIN messages m ON m.id = u.message_id" MSG_JOIN
+                     " WHERE u.user_id = ?1 AND u.pts > ?2 ORDER BY u.pts LIMIT ?3",
+    [ST_HISTORY_PAGE] = "SELECT " MSG_COLS ", 0 FROM messages m" MSG_JOIN
+                        " WHERE m.chat_lo = ?1 AND m.chat_hi = ?2 AND m.id < ?3"
+                        " ORDER BY m.id DESC LIMIT ?4",
+};
+
+/* A message being built: its string fields are offsets into the scratch
+ * string buffer until the result block is allocated. */
+struct pending_msg {
+    struct store_msg m;
+    size_t from_off;
+    size_t to_off;
+    size_t text_off;
+};
+
+/* Writer-thread buffers, reused across requests so that a result costs one
+ * allocation: the final block. */
+struct scratch {
+    struct pending_msg *msgs;
+    size_t n_msgs;
+    size_t cap_msgs;
+    char *str;
+    size_t len;
+    size_t cap;
+};
+
+struct store {
+    sqlite3 *db;                  /* used only by the writer thread once it runs */
+    sqlite3_stmt *stmt[ST_COUNT]; /* prepared once, reset after each use */
+    uv_thread_t thread;
+    unsigned max_batch;
+    unsigned max_queue;
+    atomic_uint refs; /* store_close's own, plus one per open port */
+
+    uv_mutex_t lock;        /* guards everything below */
+    uv_cond_t cond;         /* signalled when the queue becomes non-empty or on close */
+    struct store_req *head; /* submitted, not yet taken by the writer */
+    struct store_req *tail;
+    unsigned queued; /* length of head..tail, at most max_queue */
+    bool closing;    /* store_close started: no new requests or ports */
+    struct store_stats stats;
+
+    struct scratch scratch; /* writer thread only */
+};
+
+struct store_port {
+    uv_async_t async;            /* wakes the loop when done_head is non-empty */
+    struct store *st;            /* holds a reference until the port is closed */
+    uv_mutex_t lock;             /* guards done_head and done_tail */
+    struct store_req *done_head; /* finished, callback not yet called */
+    struct store_req *done_tail;
+    unsigned inflight;  /* submitted, callback not yet called; loop thread only */
+    bool closing;       /* store_port_close called; loop thread only */
+    bool close_started; /* uv_close called; loop thread only */
+};
+
+static void store_unref(struct store *st)
+{
+    if (atomic_fetch_sub(&st->refs, 1) != 1)
+        return;
+    free(st->scratch.msgs);
+    free(st->scratch.str);
+    uv_cond_destroy(&st->cond);
+    uv_mutex_destroy(&st->lock);
+    free(st);
+}
+
+/* ---- SQLite helpers (writer thread) ---- */
+
+static int sql_fail(struct store *st, const char *what, int rc)
+{
+    log_error(MODULE, "event=sqlite_error what=%s rc=%d reason=\"%s\"", what, rc,
+              sqlite3_errmsg(st->db));
+    return PARLEY_ESTORE;
+}
+
+/* Runs a statement without parameters or rows (BEGIN, COMMIT, SAVEPOINT...). */
+static int exec_stmt(struct store *st, enum stmt_id id)
+{
+    sqlite3_stmt *s = st->stmt[id];
+    int rc = sqlite3_step(s);
+    int ret = rc == SQLITE_DONE ? 0 : sql_fail(st, stmt_sql[id], rc);
+    sqlite3_reset(s);
+    return ret;
+}
+
+static void bind_u64(sqlite3_stmt *s, int i, uint64_t v)
+{
+    sqlite3_bind_int64(s, i, (sqlite3_int64)v);
+}
+
+static uint64_t column_u64(sqlite3_stmt *s, int i)
+{
+    return (uint64_t)sqlite3_column_int64(s, i);
+}
+
+/* ---- Result building (writer thread) ---- */
+
+static void scratch_clear(struct scratch *sc)
+{
+    sc->n_msgs = 0;
+    sc->len = 0;
+}
+
+/* Appends n bytes of p and a NUL; returns the offset of the copy. */
+static size_t scratch_str(struct scratch *sc, const void *p, size_t n)
+{
+    if (sc->len + n + 1 > sc->cap) {
+        size_t cap = sc->cap ? sc->cap : 4096;
+        while (cap < sc->len + n + 1)
+            cap *= 2;
+        sc->str = xrealloc(sc->str, cap);
+        sc->cap = cap;
+    }
+    size_t off = sc->len;
+    if (n)
+        memcpy(sc->str + off, p, n);
+    sc->str[off + n] = '\0';
+    sc->len += n + 1;
+    return off;
+}
+
+static struct pending_msg *scratch_msg(struct scratch *sc)
+{
+    if (sc->n_msgs == sc->cap_msgs) {
+        sc->cap_msgs = sc->cap_msgs ? sc->cap_msgs * 2 : 64;
+        sc->msgs = xrealloc(sc->msgs, sc->cap_msgs * sizeof(*sc->msgs));
+    }
+    struct pending_msg *pm = &sc->msgs[sc->n_msgs++];
+    memset(pm, 0, sizeof(*pm));
+    return pm;
+}
+
+static size_t scratch_column_text(struct scratch *sc, sqlite3_stmt *s, int i)
+{
+    const unsigned char *p = sqlite3_column_text(s, i);
+    size_t n = p ? (size_t)sqlite3_column_bytes(s, i) : 0;
+    return scratch_str(sc, p, n);
+}
+
+/* Reads one row of a MSG_COLS query (plus the pts in column 9). */
+static void scratch_msg_row(struct scratch *sc, sqlite3_stmt *s)
+{
+    struct pending_msg *pm = scratch_msg(sc);
+    pm->m.id = column_u64(s, 0);
+    pm->m.from_user = column_u64(s, 1);
+    pm->m.from_device = column_u64(s, 2);
+    pm->m.to_user = column_u64(s, 3);
+    pm->m.client_id = column_u64(s, 4);
+    pm->m.date = sqlite3_column_int64(s, 5);
+    pm->text_off = scratch_column_text(sc, s, 6);
+    pm->m.text_len = (size_t)sqlite3_column_bytes(s, 6);
+    pm->from_off = scratch_column_text(sc, s, 7);
+    pm->to_off = scratch_column_text(sc, s, 8);
+    pm->m.pts = column_u64(s, 9);
+}
+
+static void fix_strings(struct store_msg *m, const struct pending_msg *pm, const char *strs)
+{
+    *m = pm->m;
+    m->from_name = strs + pm->from_off;
+    m->to_name = strs + pm->to_off;
+    m->text = strs + pm->text_off;
+}
+
+/* Moves the scratch into one block owned by req: out.msgs for SYNC and
+ * HISTORY, out.msg for SEND. */
+static void scratch_finish(struct scratch *sc, struct store_req *req)
+{
+    if (req->op == STORE_OP_SEND) {
+        char *block = xmemdup(sc->str, sc->len);
+        fix_strings(&req->out.msg, &sc->msgs[0], block);
+        req->priv = block;
+    } else if (sc->n_msgs > 0) {
+        size_t head = sc->n_msgs * sizeof(struct store_msg);
+        char *block = xmalloc(head + sc->len);
+        struct store_msg *msgs = (struct store_msg *)(void *)block;
+        memcpy(block + head, sc->str, sc->len);
+        for (size_t i = 0; i < sc->n_msgs; i++)
+            fix_strings(&msgs[i], &sc->msgs[i], block + head);
+        req->out.msgs = msgs;
+        req->out.n_msgs = sc->n_msgs;
+        req->priv = block;
+    }
+    if (sc->cap > SCRATCH_KEEP_BYTES) {
+        free(sc->str);
+        sc->str = NULL;
+        sc->cap = 0;
+    }
+    if (sc->cap_msgs * sizeof(*sc->msgs) > SCRATCH_KEEP_BYTES) {
+        free(sc->msgs);
+        sc->msgs = NULL;
+        sc->cap_msgs = 0;
+    }
+    scratch_clear(sc);
+}
+
+/* ---- Operations (writer thread, inside the batch transaction) ---- */
+
+/* Looks up a user's name (copied to the scratch at *name_off, if not NULL)
+ * and pts. Returns 0, PARLEY_ENOUSER or PARLEY_ESTORE. */
+static int user_get(struct store *st, uint64_t id, size_t *name_off, uint64_t *pts)
+{
+    sqlite3_stmt *s = st->stmt[ST_USER_BY_ID];
+    bind_u64(s, 1, id);
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW) {
+        if (name_off)
+            *name_off = scratch_column_text(&st->scratch, s, 0);
+        if (pts)
+            *pts = column_u64(s, 1);
+    } else if (rc == SQLITE_DONE) {
+        ret = PARLEY_ENOUSER;
+    } else {
+        ret = sql_fail(st, "user_get", rc);
+    }
+    sqlite3_reset(s);
+    return ret;
+}
+
+/* Increments a user's pts and returns the new value in *pts. */
+static int user_bump(struct store *st, uint64_t id, uint64_t *pts)
+{
+    sqlite3_stmt *s = st->stmt[ST_USER_BUMP];
+    bind_u64(s, 1, id);
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW)
+        *pts = column_u64(s, 0);
+    else if (rc == SQLITE_DONE)
+        ret = PARLEY_ENOUSER;
+    else
+        ret = sql_fail(st, "user_bump", rc);
+    sqlite3_reset(s);
+    return ret;
+}
+
+static int update_insert(struct store *st, uint64_t user, uint64_t pts, uint64_t msg_id)
+{
+    sqlite3_stmt *s = st->stmt[ST_UPDATE_INSERT];
+    bind_u64(s, 1, user);
+    bind_u64(s, 2, pts);
+    bind_u64(s, 3, msg_id);
+    int rc = sqlite3_step(s);
+    int ret = rc == SQLITE_DONE ? 0 : sql_fail(st, "update_insert", rc);
+    sqlite3_reset(s);
+    return ret;
+}
+
+static int op_signup(struct store *st, struct store_req *req)
+{
+    sqlite3_int64 now = (sqlite3_int64)time(NULL);
+    sqlite3_stmt *s = st->stmt[ST_USER_INSERT];
+    sqlite3_bind_text(s, 1, req->in.signup.username, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, now);
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_CONSTRAINT_UNIQUE)
+        ret = PARLEY_ETAKEN;
+    else if (rc != SQLITE_DONE)
+        ret = sql_fail(st, "user_insert", rc);
+    sqlite3_reset(s);
+    if (ret)
+        return ret;
+    uint64_t user_id = (uint64_t)sqlite3_last_insert_rowid(st->db);
+
+    s = st->stmt[ST_DEVICE_INSERT];
+    bind_u64(s, 1, user_id);
+    sqlite3_bind_blob(s, 2, req->in.signup.pubkey, STORE_PUBKEY_LEN, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, now);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE)
+        ret = PARLEY_EBAD_KEY;
+    else if (rc != SQLITE_DONE)
+        ret = sql_fail(st, "device_insert", rc);
+    sqlite3_reset(s);
+    if (ret)
+        return ret;
+
+    req->out.user_id = user_id;
+    req->out.device_id = (uint64_t)sqlite3_last_insert_rowid(st->db);
+    memcpy(req->out.username, req->in.signup.username, sizeof(req->out.username));
+    memcpy(req->out.pubkey, req->in.signup.pubkey, STORE_PUBKEY_LEN);
+    req->out.pts = 0;
+    return 0;
+}
+
+static int op_device(struct store *st, struct store_req *req)
+{
+    sqlite3_stmt *s = st->stmt[ST_DEVICE_GET];
+    bind_u64(s, 1, req->in.device_id);
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW) {
+        const unsigned char *name = sqlite3_column_text(s, 1);
+        size_t name_len = (size_t)sqlite3_column_bytes(s, 1);
+        const void *key = sqlite3_column_blob(s, 2);
+        size_t key_len = (size_t)sqlite3_column_bytes(s, 2);
+        if (!name || name_len > USERNAME_MAX || !key || key_len != STORE_PUBKEY_LEN) {
+            log_error(MODULE, "event=corrupt_row table=devices id=%llu",
+                      (unsigned long long)req->in.device_id);
+            ret = PARLEY_ESTORE;
+        } else {
+            req->out.user_id = column_u64(s, 0);
+            req->out.device_id = req->in.device_id;
+            memcpy(req->out.username, name, name_len);
+            req->out.username[name_len] = '\0';
+            memcpy(req->out.pubkey, key, STORE_PUBKEY_LEN);
+            req->out.pts = column_u64(s, 3);
+        }
+    } else if (rc == SQLITE_DONE) {
+        ret = PARLEY_ENODEVICE;
+    } else {
+        ret = sql_fail(st, "device_get", rc);
+    }
+    sqlite3_reset(s);
+    return ret;
+}
+
+static int op_resolve(struct store *st, struct store_req *req)
+{
+    sqlite3_stmt *s = st->stmt[ST_USER_BY_NAME];
+    sqlite3_bind_text(s, 1, req->in.username, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW) {
+        req->out.user_id = column_u64(s, 0);
+        memcpy(req->out.username, req->in.username, sizeof(req->out.username));
+    } else if (rc == SQLITE_DONE) {
+        ret = PARLEY_ENOUSER;
+    } else {
+        ret = sql_fail(st, "user_by_name", rc);
+    }
+    sqlite3_reset(s);
+    return ret;
+}
+
+/* Finds an earlier message of the same sender with the same client id and,
+ * if there is one, makes it the result. Returns 0 with *found set, or
+ * PARLEY_ESTORE. */
+static int send_find_duplicate(struct store *st, struct store_req *req, bool *found)
+{
+    sqlite3_stmt *s = st->stmt[ST_MSG_BY_CLIENT_ID];
+    bind_u64(s, 1, req->in.send.from_user);
+    bind_u64(s, 2, req->in.send.client_id);
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    *found = false;
+    if (rc == SQLITE_ROW) {
+        scratch_msg_row(&st->scratch, s);
+        *found = true;
+    } else if (rc != SQLITE_DONE) {
+        ret = sql_fail(st, "msg_by_client_id", rc);
+    }
+    sqlite3_reset(s);
+    return ret;
+}
+
+static int op_send(struct store *st, struct store_req *req)
+{
+    const uint64_t from = req->in.send.from_user, to = req->in.send.to_user;
+    struct scratch *sc = &st->scratch;
+    bool dup;
+    int ret = send_find_duplicate(st, req, &dup);
+    if (ret)
+        return ret;
+    if (dup) {
+        req->out.duplicate = true;
+        req->out.to_pts = 0;
+        return 0;
+    }
+
+    struct pending_msg *pm = scratch_msg(sc);
+    uint64_t from_pts = 0, to_pts = 0;
+    if ((ret = user_get(st, to, &pm->to_off, NULL)) != 0)
+        return ret;
+    if ((ret = user_get(st, from, &pm->from_off, NULL)) != 0)
+        return ret;
+    if ((ret = user_bump(st, from, &from_pts)) != 0)
+        return ret;
+
+    int64_t date = req->in.send.date ? req->in.send.date : (int64_t)time(NULL);
+    const char *text = req->in.send.text ? req->in.send.text : "";
+    size_t text_len = req->in.send.text_len;
+    sqlite3_stmt *s = st->stmt[ST_MSG_INSERT];
+    bind_u64(s, 1, from);
+    bind_u64(s, 2, req->in.send.from_device);
+    bind_u64(s, 3, to);
+    bind_u64(s, 4, req->in.send.client_id);
+    sqlite3_bind_int64(s, 5, date);
+    sqlite3_bind_text(s, 6, text, (int)text_len, SQLITE_STATIC);
+    bind_u64(s, 7, PL_MIN(from, to));
+    bind_u64(s, 8, PL_MAX(from, to));
+    bind_u64(s, 9, from_pts);
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE)
+        ret = sql_fail(st, "msg_insert", rc);
+    sqlite3_reset(s);
+    if (ret)
+        return ret;
+    uint64_t msg_id = (uint64_t)sqlite3_last_insert_rowid(st->db);
+
+    if ((ret = update_insert(st, from, from_pts, msg_id)) != 0)
+        return ret;
+    if (to != from) {
+        if ((ret = user_bump(st, to, &to_pts)) != 0)
+            return ret;
+        if ((ret = update_insert(st, to, to_pts, msg_id)) != 0)
+            return ret;
+    }
+
+    pm->m.id = msg_id;
+    pm->m.from_user = from;
+    pm->m.from_device = req->in.send.from_device;
+    pm->m.to_user = to;
+    pm->m.client_id = req->in.send.client_id;
+    pm->m.date = date;
+    pm->m.pts = from_pts;
+    pm->m.text_len = text_len;
+    pm->text_off = scratch_str(sc, text, text_len);
+    req->out.duplicate = false;
+    req->out.to_pts = to_pts;
+    return 0;
+}
+
+static int op_sync(struct store *st, struct store_req *req)
+{
+    const uint64_t user = req->in.sync.user;
+    uint64_t pts;
+    int ret = user_get(st, user, NULL, &pts);
+    if (ret)
+        return ret;
+    req->out.pts = pts;
+    /* A device cannot have seen more than the log holds. */
+    uint64_t from_pts = PL_MIN(req->in.sync.from_pts, pts);
+
+    if (from_pts < pts) {
+        sqlite3_stmt *s = st->stmt[ST_SYNC_PAGE];
+        bind_u64(s, 1, user);
+        bind_u64(s, 2, from_pts);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)req->in.sync.limit + 1);
+        int rc;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            if (st->scratch.n_msgs == req->in.sync.limit) {
+                req->out.more = true;
+                rc = SQLITE_DONE;
+                break;
+            }
+            scratch_msg_row(&st->scratch, s);
+        }
+        if (rc != SQLITE_DONE)
+            ret = sql_fail(st, "sync_page", rc);
+        sqlite3_reset(s);
+        if (ret)
+            return ret;
+    }
+
+    if (req->in.sync.device && from_pts > 0) {
+        sqlite3_stmt *s = st->stmt[ST_DEVICE_SYNC_PTS];
+        bind_u64(s, 1, req->in.sync.device);
+        bind_u64(s, 2, user);
+        bind_u64(s, 3, from_pts);
+        int rc = sqlite3_step(s);
+        if (rc != SQLITE_DONE)
+            ret = sql_fail(st, "device_sync_pts", rc);
+        sqlite3_reset(s);
+    }
+    return ret;
+}
+
+static int op_history(struct store *st, struct store_req *req)
+{
+    const uint64_t user = req->in.history.user, peer = req->in.history.peer;
+    int ret = user_get(st, peer, NULL, NULL);
+    if (ret)
+        return ret;
+    uint64_t before = req->in.history.before_id;
+    if (before == 0 || before > (uint64_t)INT64_MAX)
+        before = (uint64_t)INT64_MAX;
+
+    sqlite3_stmt *s = st->stmt[ST_HISTORY_PAGE];
+    bind_u64(s, 1, PL_MIN(user, peer));
+    bind_u64(s, 2, PL_MAX(user, peer));
+    bind_u64(s, 3, before);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)req->in.history.limit);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        scratch_msg_row(&st->scratch, s);
+    if (rc != SQLITE_DONE)
+        ret = sql_fail(st, "history_page", rc);
+    sqlite3_reset(s);
+    return ret;
+}
+
+static bool op_writes(enum store_op op)
+{
+    return op == STORE_OP_SIGNUP || op == STORE_OP_SEND || op == STORE_OP_SYNC;
+}
+
+static int dispatch(struct store *st, struct store_req *req)
+{
+    switch (req->op) {
+    case STORE_OP_SIGNUP:
+        return op_signup(st, req);
+    case STORE_OP_DEVICE:
+        return op_device(st, req);
+    case STORE_OP_RESOLVE:
+        return op_resolve(st, req);
+    case STORE_OP_SEND:
+        return op_send(st, req);
+    case STORE_OP_SYNC:
+        return op_sync(st, req);
+    case STORE_OP_HISTORY:
+        return op_history(st, req);
+    }
+    return PARLEY_EINVAL;
+}
+
+/* Runs one request inside the open transaction, a writing one inside its
+ * own savepoint so that its failure undoes only its own changes. Returns
+ * its status, or sets *lost when the enclosing transaction is gone. */
+static int run_one(struct store *st, struct store_req *req, bool *lost)
+{
+    bool savepoint = op_writes(req->op);
+    int status;
+    if (savepoint && exec_stmt(st, ST_SAVEPOINT) != 0) {
+        status = PARLEY_ESTORE;
+    } else {
+        status = dispatch(st, req);
+        if (status == 0)
+            scratch_finish(&st->scratch, req);
+        scratch_clear(&st->scratch);
+        if (savepoint) {
+            if (status != 0 && exec_stmt(st, ST_ROLLBACK_TO) != 0)
+                *lost = true;
+            if (exec_stmt(st, ST_RELEASE) != 0)
+                *lost = true;
+        }
+    }
+    /* SQLite rolls back the whole transaction on some errors (I/O, full). */
+    if (sqlite3_get_autocommit(st->db))
+        *lost = true;
+    return status;
+}
+
+static void fail_all(struct store_req *head, int status)
+{
+    for (struct store_req *r = head; r; r = r->next) {
+        store_req_reset(r);
+        memset(&r->out, 0, sizeof(r->out));
+        r->status = status;
+    }
+}
+
+static unsigned batch_bucket(unsigned n)
+{
+    unsigned b = 0;
+    while (b < PL_ARRAY_LEN(((struct store_stats *)0)->batch_hist) - 1 && n >= 2u << b)
+        b++;
+    return b;
+}
+
+static unsigned latency_bucket(uint64_t us)
+{
+    unsigned b = 0;
+    uint64_t lim = 250;
+    while (b < PL_ARRAY_LEN(((struct store_stats *)0)->latency_hist) - 1 && us >= lim) {
+        b++;
+        lim *= 2;
+    }
+    return b;
+}
+
+/* Runs a batch of n requests in one transaction. A batch with any writing
+ * request uses BEGIN IMMEDIATE and one durable COMMIT; a read-only batch
+ * uses a read transaction, which costs no fsync. */
+static void run_batch(struct store *st, struct store_req *head, unsigned n)
+{
+    bool write = false;
+    for (struct store_req *r = head; r; r = r->next)
+        write = write || op_writes(r->op);
+
+    if (exec_stmt(st, write ? ST_BEGIN_WRITE : ST_BEGIN_READ) != 0) {
+        fail_all(head, PARLEY_ESTORE);
+        return;
+    }
+    bool lost = false;
+    for (struct store_req *r = head; r && !lost; r = r->next)
+        r->status = run_one(st, r, &lost);
+
+    int rc = PARLEY_ESTORE;
+    uint64_t t0 = uv_hrtime();
+    if (!lost)
+        rc = exec_stmt(st, ST_COMMIT);
+    uint64_t commit_us = (uv_hrtime() - t0) / 1000;
+    if (rc != 0) {
+        if (!sqlite3_get_autocommit(st->db) && exec_stmt(st, ST_ROLLBACK) != 0)
+            log_error(MODULE, "event=rollback_failed");
+        log_error(MODULE, "event=batch_failed reqs=%u write=%d", n, write);
+        fail_all(head, PARLEY_ESTORE);
+        return;
+    }
+    log_debug(MODULE, "event=batch reqs=%u write=%d commit_us=%llu", n, write,
+              (unsigned long long)commit_us);
+    if (!write)
+        return;
+    uv_mutex_lock(&st->lock);
+    st->stats.commits++;
+    st->stats.committed_reqs += n;
+    st->stats.batch_hist[batch_bucket(n)]++;
+    st->stats.latency_hist[latency_bucket(commit_us)]++;
+    st->stats.latency_us_sum += commit_us;
+    uv_mutex_unlock(&st->lock);
+}
+
+/* Hands finished requests to their ports, keeping their order, one lock
+ * and one wake-up per run of requests of the same port. */
+static void deliver(struct store_req *head)
+{
+    while (head) {
+        struct store_port *port = head->port;
+        struct store_req *last = head;
+        while (last->next && last->next->port == port)
+            last = last->next;
+        struct store_req *rest = last->next;
+        last->next = NULL;
+        /* The wake-up is sent under the lock: once the loop has taken these
+         * requests it may close and free the port, so nothing of it is
+         * touched after the unlock. */
+        uv_mutex_lock(&port->lock);
+        if (port->done_tail)
+            port->done_tail->next = head;
+        else
+            port->done_head = head;
+        port->done_tail = last;
+        uv_async_send(&port->async);
+        uv_mutex_unlock(&port->lock);
+        head = rest;
+    }
+}
+
+static void writer_main(void *arg)
+{
+    struct store *st = arg;
+    for (;;) {
+        uv_mutex_lock(&st->lock);
+        while (!st->head && !st->closing)
+            uv_cond_wait(&st->cond, &st->lock);
+        if (!st->head) {
+            uv_mutex_unlock(&st->lock);
+            break;
+        }
+        struct store_req *head = st->head, *last = head;
+        unsigned n = 1;
+        while (n < st->max_batch && last->next) {
+            last = last->next;
+            n++;
+        }
+        st->head = last->next;
+        if (!st->head)
+            st->tail = NULL;
+        st->queued -= n;
+        last->next = NULL;
+        uv_mutex_unlock(&st->lock);
+
+        run_batch(st, head, n);
+        deliver(head);
+    }
+}
+
+/* ---- Opening and closing ---- */
+
+static int db_exec(struct store *st, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        log_error(MODULE, "event=open_failed step=\"%.40s\" rc=%d reason=\"%s\"", sql, rc,
+                  msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return PARLEY_ESTORE;
+    }
+    return 0;
+}
+
+/* Runs a one-row query and returns its first column as an integer. */
+static int db_query_int(struct store *st, const char *sql, sqlite3_int64 *out, char *text,
+                        size_t text_size)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW) {
+        log_error(MODULE, "event=open_failed step=\"%s\" rc=%d reason=\"%s\"", sql, rc,
+                  sqlite3_errmsg(st->db));
+        sqlite3_finalize(s);
+        return PARLEY_ESTORE;
+    }
+    if (out)
+        *out = sqlite3_column_int64(s, 0);
+    if (text) {
+        const unsigned char *t = sqlite3_column_text(s, 0);
+        snprintf(text, text_size, "%s", t ? (const char *)t : "");
+    }
+    sqlite3_finalize(s);
+    return 0;
+}
+
+/* Creates the schema in a fresh database, or checks an existing one's
+ * version, inside one write transaction so that two processes opening the
+ * same new file cannot both create it. */
+static int db_schema(struct store *st)
+{
+    sqlite3_int64 version = 0;
+    int ret = db_exec(st, "BEGIN IMMEDIATE");
+    if (ret)
+        return ret;
+    ret = db_query_int(st, "PRAGMA user_version", &version, NULL, 0);
+    if (ret == 0 && version == 0)
+        ret = db_exec(st, schema_sql);
+    else if (ret == 0 && version != SCHEMA_VERSION) {
+        log_error(MODULE, "event=open_failed reason=\"schema version %lld, expected %d\"",
+                  (long long)version, SCHEMA_VERSION);
+        ret = PARLEY_ESTORE;
+    }
+    if (ret == 0)
+        ret = db_exec(st, "COMMIT");
+    if (ret && !sqlite3_get_autocommit(st->db))
+        (void)db_exec(st, "ROLLBACK");
+    return ret;
+}
+
+static int db_open(struct store *st, const char *path)
+{
+    int rc = sqlite3_open_v2(
+        path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        log_error(MODULE, "event=open_failed path=%s rc=%d reason=\"%s\"", path, rc,
+                  st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+        return PARLEY_ESTORE;
+    }
+    sqlite3_extended_result_codes(st->db, 1);
+    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+
+    char mode[16];
+    int ret = db_query_int(st, "PRAGMA journal_mode = WAL", NULL, mode, sizeof(mode));
+    if (ret)
+        return ret;
+    if (strcmp(mode, "wal") != 0) {
+        log_error(MODULE, "event=open_failed path=%s reason=\"journal_mode is %s, not wal\"", path,
+                  mode);
+        return PARLEY_ESTORE;
+    }
+    ret = db_exec(st, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                      " PRAGMA temp_store = MEMORY");
+    if (ret)
+        return ret;
+    if ((ret = db_schema(st)) != 0)
+        return ret;
+
+    for (int i = 0; i < ST_COUNT; i++) {
+        rc = sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
+                                NULL);
+        if (rc != SQLITE_OK) {
+            log_error(MODULE, "event=open_failed step=prepare sql=\"%s\" rc=%d reason=\"%s\"",
+                      stmt_sql[i], rc, sqlite3_errmsg(st->db));
+            return PARLEY_ESTORE;
+        }
+    }
+    return 0;
+}
+
+static void db_close(struct store *st)
+{
+    for (int i = 0; i < ST_COUNT; i++) {
+        sqlite3_finalize(st->stmt[i]);
+        st->stmt[i] = NULL;
+    }
+    int rc = sqlite3_close(st->db);
+    if (rc != SQLITE_OK)
+        log_error(MODULE, "event=close_failed rc=%d reason=\"%s\"", rc, sqlite3_errstr(rc));
+    st->db = NULL;
+}
+
+int store_open(const struct store_config *cfg, struct store **out)
+{
+    if (!cfg || !cfg->path || !out)
+        return PARLEY_EINVAL;
+    if (!sqlite3_threadsafe()) {
+        log_error(MODULE, "event=open_failed reason=\"libsqlite3 built without threads\"");
+        return PARLEY_ESTORE;
+    }
+    struct store *st = xcalloc(1, sizeof(*st));
+    st->max_batch = cfg->max_batch ? cfg->max_batch : DEFAULT_MAX_BATCH;
+    st->max_queue = cfg->max_queue ? cfg->max_queue : DEFAULT_MAX_QUEUE;
+    atomic_init(&st->refs, 1);
+
+    int ret = PARLEY_ESTORE;
+    if (uv_mutex_init(&st->lock) != 0)
+        goto fail_mutex;
+    if (uv_cond_init(&st->cond) != 0)
+        goto fail_cond;
+    if ((ret = db_open(st, cfg->path)) != 0)
+        goto fail_db;
+    if (uv_thread_create(&st->thread, writer_main, st) != 0) {
+        log_error(MODULE, "event=open_failed reason=\"cannot start writer thread\"");
+        ret = PARLEY_ESTORE;
+        goto fail_db;
+    }
+    log_info(MODULE, "event=open path=%s max_batch=%u max_queue=%u", cfg->path, st->max_batch,
+             st->max_queue);
+    *out = st;
+    return 0;
+
+fail_db:
+    db_close(st);
+    uv_cond_destroy(&st->cond);
+fail_cond:
+    uv_mutex_destroy(&st->lock);
+fail_mutex:
+    free(st);
+    return ret;
+}
+
+void store_close(struct store *st)
+{
+    if (!st)
+        return;
+    uv_mutex_lock(&st->lock);
+    st->closing = true;
+    uv_cond_signal(&st->cond);
+    uv_mutex_unlock(&st->lock);
+    uv_thread_join(&st->thread);
+    db_close(st);
+    log_info(MODULE, "event=close commits=%llu", (unsigned long long)st->stats.commits);
+    store_unref(st);
+}
+
+/* ---- Ports (their loop's thread) ---- */
+
+static void port_maybe_close(struct store_port *port);
+
+static void on_port_closed(uv_handle_t *h)
+{
+    struct store_port *port = PL_CONTAINER_OF(h, struct store_port, async);
+    uv_mutex_destroy(&port->lock);
+    store_unref(port->st);
+    free(port);
+}
+
+static void on_port_async(uv_async_t *h)
+{
+    struct store_port *port = PL_CONTAINER_OF(h, struct store_port, async);
+    uv_mutex_lock(&port->lock);
+    struct store_req *r = port->done_head;
+    port->done_head = port->done_tail = NULL;
+    uv_mutex_unlock(&port->lock);
+    while (r) {
+        /* The callback may free or resubmit r, so nothing of r is read after. */
+        struct store_req *next = r->next;
+        r->next = NULL;
+        port->inflight--;
+        r->cb(r);
+        r = next;
+    }
+    if (port->inflight == 0 && !port->close_started)
+        uv_unref((uv_handle_t *)&port->async);
+    port_maybe_close(port);
+}
+
+static void port_maybe_close(struct store_port *port)
+{
+    if (port->closing && !port->close_started && port->inflight == 0) {
+        port->close_started = true;
+        uv_close((uv_handle_t *)&port->async, on_port_closed);
+    }
+}
+
+int store_port_open(struct store *st, uv_loop_t *loop, struct store_port **out)
+{
+    if (!st || !loop || !out)
+        return PARLEY_EINVAL;
+    uv_mutex_lock(&st->lock);
+    bool closing = st->closing;
+    if (!closing)
+        atomic_fetch_add(&st->refs, 1);
+    uv_mutex_unlock(&st->lock);
+    if (closing)
+        return PARLEY_EINVAL;
+
+    struct store_port *port = xcalloc(1, sizeof(*port));
+    port->st = st;
+    if (uv_mutex_init(&port->lock) != 0)
+        goto fail_mutex;
+    if (uv_async_init(loop, &port->async, on_port_async) != 0)
+        goto fail_async;
+    /* An idle port does not keep its loop alive; submit refs it. */
+    uv_unref((uv_handle_t *)&port->async);
+    *out = port;
+    return 0;
+
+fail_async:
+    uv_mutex_destroy(&port->lock);
+fail_mutex:
+    free(port);
+    store_unref(st);
+    return PARLEY_EINTERNAL;
+}
+
+void store_port_close(struct store_port *port)
+{
+    if (!port)
+        return;
+    port->closing = true;
+    port_maybe_close(port);
+}
+
+static bool username_ok(const char *name)
+{
+    size_t n = strnlen(name, USERNAME_MAX + 1);
+    return n > 0 && n <= USERNAME_MAX;
+}
+
+static int validate(const struct store_req *req)
+{
+    if (!req->cb)
+        return PARLEY_EINVAL;
+    switch (req->op) {
+    case STORE_OP_SIGNUP:
+        return username_ok(req->in.signup.username) ? 0 : PARLEY_EINVAL;
+    case STORE_OP_DEVICE:
+        return 0;
+    case STORE_OP_RESOLVE:
+        return username_ok(req->in.username) ? 0 : PARLEY_EINVAL;
+    case STORE_OP_SEND:
+        if (!req->in.send.from_user || !req->in.send.to_user || !req->in.send.client_id)
+            return PARLEY_EINVAL;
+        if (req->in.send.text_len > TEXT_MAX_BYTES || (!req->in.send.text && req->in.send.text_len))
+            return PARLEY_EINVAL;
+        return 0;
+    case STORE_OP_SYNC:
+        return req->in.sync.limit >= 1 && req->in.sync.limit <= STORE_PAGE_MAX ? 0 : PARLEY_EINVAL;
+    case STORE_OP_HISTORY:
+        return req->in.history.limit >= 1 && req->in.history.limit <= STORE_PAGE_MAX
+                   ? 0
+                   : PARLEY_EINVAL;
+    }
+    return PARLEY_EINVAL;
+}
+
+int store_submit(struct store_port *port, struct store_req *req)
+{
+    if (!port || !req || port->closing)
+        return PARLEY_EINVAL;
+    int ret = validate(req);
+    if (ret)
+        return ret;
+    req->status = 0;
+    memset(&req->out, 0, sizeof(req->out));
+    req->port = port;
+    req->next = NULL;
+    req->priv = NULL;
+
+    struct store *st = port->st;
+    uv_mutex_lock(&st->lock);
+    if (st->closing || st->queued >= st->max_queue) {
+        if (!st->closing)
+            st->stats.queue_refusals++;
+        uv_mutex_unlock(&st->lock);
+        return PARLEY_EBUSY;
+    }
+    bool was_empty = !st->head;
+    if (st->tail)
+        st->tail->next = req;
+    else
+        st->head = req;
+    st->tail = req;
+    st->queued++;
+    if (was_empty)
+        uv_cond_signal(&st->cond);
+    uv_mutex_unlock(&st->lock);
+
+    /* The completion is delivered on this thread, so it cannot overtake this. */
+    if (port->inflight++ == 0)
+        uv_ref((uv_handle_t *)&port->async);
+    return 0;
+}
+
+void store_req_reset(struct store_req *req)
+{
+    if (!req)
+        return;
+    free(req->priv);
+    req->priv = NULL;
+    req->out.msgs = NULL;
+    req->out.n_msgs = 0;
+    req->out.msg.from_name = NULL;
+    req->out.msg.to_name = NULL;
+    req->out.msg.text = NULL;
+}
+
+void store_stats(struct store *st, struct store_stats *out)
+{
+    uv_mutex_lock(&st->lock);
+    *out = st->stats;
+    uv_mutex_unlock(&st->lock);
+}

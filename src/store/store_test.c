@@ -1,0 +1,742 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests of store.h against a real SQLite file in a temporary directory,
+ * driven through a real libuv loop. A second SQLite connection holding the
+ * write lock makes the writer thread wait, so that batches form
+ * deterministically. */
+#include "store/store.h"
+#include "common/err.h"
+#include "common/log.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "common/banned.h"
+
+struct fixture {
+    char dir[64];
+    char path[128];
+    uv_loop_t loop;
+    struct store *st;
+    struct store_port *port;
+};
+
+static struct store *open_store(const char *path, unsigned max_batch, unsigned max_queue)
+{
+    struct store_config cfg = {.path = path, .max_batch = max_batch, .max_queue = max_queue};
+    struct store *st = NULL;
+    assert_int_equal(store_open(&cfg, &st), 0);
+    assert_non_null(st);
+    return st;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/parley-store-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof(f->path), "%s/parley.db", f->dir);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    f->st = open_store(f->path, 0, 0);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+    *state = f;
+    return 0;
+}
+
+static void remove_db(const char *dir)
+{
+    static const char *const names[] = {"parley.db", "parley.db-wal", "parley.db-shm"};
+    char p[160];
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+        unlink(p);
+    }
+    assert_int_equal(rmdir(dir), 0);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    store_port_close(f->port);
+    store_close(f->st);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    remove_db(f->dir);
+    free(f);
+    return 0;
+}
+
+static void on_done(struct store_req *req)
+{
+    int *done = req->data;
+    (*done)++;
+}
+
+/* Submits req and runs the loop until its callback has fired. */
+static int run_req(struct fixture *f, struct store_req *req)
+{
+    int done = 0;
+    req->cb = on_done;
+    req->data = &done;
+    assert_int_equal(store_submit(f->port, req), 0);
+    while (!done)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(done, 1);
+    return req->status;
+}
+
+static void set_name(char dst[USERNAME_MAX + 1], const char *name)
+{
+    memset(dst, 0, USERNAME_MAX + 1);
+    memcpy(dst, name, strlen(name));
+}
+
+static void prep_signup(struct store_req *req, const char *name, uint8_t key_byte)
+{
+    memset(req, 0, sizeof(*req));
+    req->op = STORE_OP_SIGNUP;
+    set_name(req->in.signup.username, name);
+    memset(req->in.signup.pubkey, key_byte, STORE_PUBKEY_LEN);
+}
+
+static uint64_t signup(struct fixture *f, const char *name, uint8_t key_byte, uint64_t *device)
+{
+    struct store_req req;
+    prep_signup(&req, name, key_byte);
+    assert_int_equal(run_req(f, &req), 0);
+    assert_string_equal(req.out.username, name);
+    if (device)
+        *device = req.out.device_id;
+    store_req_reset(&req);
+    return req.out.user_id;
+}
+
+static void prep_send(struct store_req *req, uint64_t from, uint64_t to, uint64_t client_id,
+                      const char *text)
+{
+    memset(req, 0, sizeof(*req));
+    req->op = STORE_OP_SEND;
+    req->in.send.from_user = from;
+    req->in.send.from_device = from * 100;
+    req->in.send.to_user = to;
+    req->in.send.client_id = client_id;
+    req->in.send.date = 1700000000;
+    req->in.send.text = text;
+    req->in.send.text_len = strlen(text);
+}
+
+/* Sends text and returns the result in *out (the caller resets it). */
+static void send_ok(struct fixture *f, uint64_t from, uint64_t to, uint64_t client_id,
+                    const char *text, struct store_req *out)
+{
+    prep_send(out, from, to, client_id, text);
+    assert_int_equal(run_req(f, out), 0);
+}
+
+static void prep_sync(struct store_req *req, uint64_t user, uint64_t device, uint64_t from_pts,
+                      unsigned limit)
+{
+    memset(req, 0, sizeof(*req));
+    req->op = STORE_OP_SYNC;
+    req->in.sync.user = user;
+    req->in.sync.device = device;
+    req->in.sync.from_pts = from_pts;
+    req->in.sync.limit = limit;
+}
+
+static void prep_history(struct store_req *req, uint64_t user, uint64_t peer, uint64_t before_id,
+                         unsigned limit)
+{
+    memset(req, 0, sizeof(*req));
+    req->op = STORE_OP_HISTORY;
+    req->in.history.user = user;
+    req->in.history.peer = peer;
+    req->in.history.before_id = before_id;
+    req->in.history.limit = limit;
+}
+
+/* Takes SQLite's write lock on the file from a second connection, so that
+ * the store's writer waits in BEGIN IMMEDIATE and requests pile up. */
+static sqlite3 *hold_write_lock(const char *path)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    return db;
+}
+
+static void release_write_lock(sqlite3 *db)
+{
+    assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+static int64_t query_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+static void test_signup_then_duplicate_name_is_taken(void **state)
+{
+    struct fixture *f = *state;
+    struct store_req req;
+    prep_signup(&req, "alice", 1);
+    assert_int_equal(run_req(f, &req), 0);
+    assert_true(req.out.user_id > 0);
+    assert_true(req.out.device_id > 0);
+    assert_int_equal(req.out.pts, 0);
+    assert_memory_equal(req.out.pubkey, req.in.signup.pubkey, STORE_PUBKEY_LEN);
+
+    prep_signup(&req, "alice", 2);
+    assert_int_equal(run_req(f, &req), PARLEY_ETAKEN);
+    store_req_reset(&req);
+}
+
+static void test_signup_with_reused_pubkey_is_bad_key_and_keeps_no_user(void **state)
+{
+    struct fixture *f = *state;
+    signup(f, "alice", 1, NULL);
+    struct store_req req;
+    prep_signup(&req, "bob", 1);
+    assert_int_equal(run_req(f, &req), PARLEY_EBAD_KEY);
+
+    /* The failed sign-up rolled back its user row: the name is still free. */
+    memset(&req, 0, sizeof(req));
+    req.op = STORE_OP_RESOLVE;
+    set_name(req.in.username, "bob");
+    assert_int_equal(run_req(f, &req), PARLEY_ENOUSER);
+    signup(f, "bob", 2, NULL);
+}
+
+static void test_device_returns_owner_and_missing_device_is_enodevice(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t dev;
+    uint64_t alice = signup(f, "alice", 7, &dev);
+    struct store_req out;
+    send_ok(f, alice, alice, 1, "note to self", &out);
+    store_req_reset(&out);
+
+    struct store_req req;
+    memset(&req, 0, sizeof(req));
+    req.op = STORE_OP_DEVICE;
+    req.in.device_id = dev;
+    assert_int_equal(run_req(f, &req), 0);
+    assert_int_equal(req.out.user_id, alice);
+    assert_int_equal(req.out.device_id, dev);
+    assert_string_equal(req.out.username, "alice");
+    uint8_t key[STORE_PUBKEY_LEN];
+    memset(key, 7, sizeof(key));
+    assert_memory_equal(req.out.pubkey, key, STORE_PUBKEY_LEN);
+    assert_int_equal(req.out.pts, 1);
+
+    req.in.device_id = dev + 1000;
+    assert_int_equal(run_req(f, &req), PARLEY_ENODEVICE);
+}
+
+static void test_resolve_finds_user_and_missing_name_is_enouser(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    assert_int_not_equal(alice, bob);
+
+    struct store_req req;
+    memset(&req, 0, sizeof(req));
+    req.op = STORE_OP_RESOLVE;
+    set_name(req.in.username, "bob");
+    assert_int_equal(run_req(f, &req), 0);
+    assert_int_equal(req.out.user_id, bob);
+    assert_string_equal(req.out.username, "bob");
+
+    set_name(req.in.username, "carol");
+    assert_int_equal(run_req(f, &req), PARLEY_ENOUSER);
+}
+
+static void test_send_increments_pts_of_both_sides_in_order(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    struct store_req r;
+
+    send_ok(f, alice, bob, 11, "hi bob", &r);
+    assert_false(r.out.duplicate);
+    assert_int_equal(r.out.msg.pts, 1);
+    assert_int_equal(r.out.to_pts, 1);
+    assert_int_equal(r.out.msg.from_user, alice);
+    assert_int_equal(r.out.msg.to_user, bob);
+    assert_int_equal(r.out.msg.from_device, alice * 100);
+    assert_int_equal(r.out.msg.client_id, 11);
+    assert_int_equal(r.out.msg.date, 1700000000);
+    assert_string_equal(r.out.msg.from_name, "alice");
+    assert_string_equal(r.out.msg.to_name, "bob");
+    assert_string_equal(r.out.msg.text, "hi bob");
+    assert_int_equal(r.out.msg.text_len, 6);
+    uint64_t first_id = r.out.msg.id;
+    store_req_reset(&r);
+    store_req_reset(&r);
+
+    send_ok(f, bob, alice, 21, "hi alice", &r);
+    assert_int_equal(r.out.msg.pts, 2);
+    assert_int_equal(r.out.to_pts, 2);
+    assert_true(r.out.msg.id > first_id);
+    store_req_reset(&r);
+
+    send_ok(f, alice, alice, 12, "self", &r);
+    assert_int_equal(r.out.msg.pts, 3);
+    assert_int_equal(r.out.to_pts, 0);
+    store_req_reset(&r);
+
+    send_ok(f, alice, bob, 13, "again", &r);
+    assert_int_equal(r.out.msg.pts, 4);
+    assert_int_equal(r.out.to_pts, 3);
+    store_req_reset(&r);
+}
+
+static void test_send_same_client_id_twice_returns_first_message(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    struct store_req first, again;
+
+    send_ok(f, alice, bob, 42, "once", &first);
+    send_ok(f, alice, bob, 43, "other", &again);
+    store_req_reset(&again);
+    send_ok(f, alice, bob, 42, "once, retried", &again);
+    assert_true(again.out.duplicate);
+    assert_false(first.out.duplicate);
+    assert_int_equal(again.out.msg.id, first.out.msg.id);
+    assert_int_equal(again.out.msg.pts, first.out.msg.pts);
+    assert_int_equal(again.out.msg.pts, 1);
+    assert_int_equal(again.out.to_pts, 0);
+    assert_string_equal(again.out.msg.text, "once");
+    assert_string_equal(again.out.msg.from_name, "alice");
+    assert_string_equal(again.out.msg.to_name, "bob");
+    store_req_reset(&first);
+    store_req_reset(&again);
+
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages WHERE client_id = 42"), 1);
+    assert_int_equal(query_int(f->path, "SELECT pts FROM users WHERE username = 'alice'"), 2);
+    assert_int_equal(query_int(f->path, "SELECT pts FROM users WHERE username = 'bob'"), 2);
+}
+
+static void test_send_to_missing_user_is_enouser(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    struct store_req r;
+    prep_send(&r, alice, alice + 999, 5, "nobody");
+    assert_int_equal(run_req(f, &r), PARLEY_ENOUSER);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages"), 0);
+    assert_int_equal(query_int(f->path, "SELECT pts FROM users"), 0);
+}
+
+static void test_sync_returns_updates_in_pts_order_with_limit_and_more(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t dev;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, &dev);
+    char text[16];
+    struct store_req r;
+    for (int i = 0; i < 5; i++) {
+        snprintf(text, sizeof(text), "m%d", i);
+        send_ok(f, i % 2 ? bob : alice, i % 2 ? alice : bob, (uint64_t)i + 1, text, &r);
+        store_req_reset(&r);
+    }
+
+    prep_sync(&r, bob, dev, 1, 3);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.pts, 5);
+    assert_true(r.out.more);
+    assert_int_equal(r.out.n_msgs, 3);
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(text, sizeof(text), "m%zu", i + 1);
+        assert_int_equal(r.out.msgs[i].pts, i + 2);
+        assert_string_equal(r.out.msgs[i].text, text);
+    }
+    assert_string_equal(r.out.msgs[0].from_name, "bob");
+    assert_string_equal(r.out.msgs[0].to_name, "alice");
+    store_req_reset(&r);
+    assert_null(r.out.msgs);
+    assert_int_equal(query_int(f->path, "SELECT sync_pts FROM devices WHERE user_id = 2"), 1);
+
+    prep_sync(&r, bob, dev, 4, 3);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_false(r.out.more);
+    assert_int_equal(r.out.n_msgs, 1);
+    assert_int_equal(r.out.msgs[0].pts, 5);
+    store_req_reset(&r);
+    assert_int_equal(query_int(f->path, "SELECT sync_pts FROM devices WHERE user_id = 2"), 4);
+
+    /* Up to date: nothing, and sync_pts never goes back nor past the log. */
+    prep_sync(&r, bob, dev, 99, 3);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_msgs, 0);
+    assert_false(r.out.more);
+    assert_int_equal(r.out.pts, 5);
+    prep_sync(&r, bob, dev, 2, 3);
+    assert_int_equal(run_req(f, &r), 0);
+    store_req_reset(&r);
+    assert_int_equal(query_int(f->path, "SELECT sync_pts FROM devices WHERE user_id = 2"), 5);
+
+    prep_sync(&r, bob + 50, 0, 0, 3);
+    assert_int_equal(run_req(f, &r), PARLEY_ENOUSER);
+}
+
+static void test_history_pages_newest_first_by_before_id(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    uint64_t carol = signup(f, "carol", 3, NULL);
+    uint64_t ids[6];
+    struct store_req r;
+    for (int i = 0; i < 6; i++) {
+        send_ok(f, i % 2 ? bob : alice, i % 2 ? alice : bob, (uint64_t)i + 1, "x", &r);
+        ids[i] = r.out.msg.id;
+        store_req_reset(&r);
+        send_ok(f, alice, carol, (uint64_t)i + 100, "other chat", &r);
+        store_req_reset(&r);
+    }
+
+    prep_history(&r, bob, alice, 0, 4);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_msgs, 4);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(r.out.msgs[i].id, ids[5 - i]);
+        assert_int_equal(r.out.msgs[i].pts, 0);
+    }
+    uint64_t oldest = r.out.msgs[3].id;
+    store_req_reset(&r);
+
+    prep_history(&r, alice, bob, oldest, 4);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_msgs, 2);
+    assert_int_equal(r.out.msgs[0].id, ids[1]);
+    assert_int_equal(r.out.msgs[1].id, ids[0]);
+    assert_string_equal(r.out.msgs[1].from_name, "alice");
+    assert_string_equal(r.out.msgs[1].text, "x");
+    store_req_reset(&r);
+
+    prep_history(&r, alice, bob, ids[0], 4);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_msgs, 0);
+    assert_null(r.out.msgs);
+
+    prep_history(&r, alice, carol + 50, 0, 4);
+    assert_int_equal(run_req(f, &r), PARLEY_ENOUSER);
+}
+
+static void test_failing_request_does_not_abort_its_batch(void **state)
+{
+    struct fixture *f = *state;
+    struct store_req blocker, reqs[3];
+    struct store_stats before, after;
+    int done = 0;
+    store_stats(f->st, &before);
+    prep_signup(&blocker, "zed", 9);
+    prep_signup(&reqs[0], "alice", 1);
+    prep_signup(&reqs[1], "alice", 2);
+    prep_signup(&reqs[2], "bob", 3);
+    sqlite3 *lock = hold_write_lock(f->path);
+    /* The writer takes the blocker and waits for the lock; the next three
+     * then queue up and form one batch. */
+    blocker.cb = on_done;
+    blocker.data = &done;
+    assert_int_equal(store_submit(f->port, &blocker), 0);
+    usleep(100 * 1000);
+    for (int i = 0; i < 3; i++) {
+        reqs[i].cb = on_done;
+        reqs[i].data = &done;
+        assert_int_equal(store_submit(f->port, &reqs[i]), 0);
+    }
+    release_write_lock(lock);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(done, 4);
+    assert_int_equal(blocker.status, 0);
+    assert_int_equal(reqs[0].status, 0);
+    assert_int_equal(reqs[1].status, PARLEY_ETAKEN);
+    assert_int_equal(reqs[2].status, 0);
+    store_stats(f->st, &after);
+    /* The three shared one transaction: a batch of 3 (or of 4, had the
+     * writer been too slow to take the blocker alone). */
+    assert_in_range(after.commits - before.commits, 1, 2);
+    assert_int_equal(
+        after.batch_hist[1] + after.batch_hist[2] - before.batch_hist[1] - before.batch_hist[2], 1);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM users"), 3);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM devices"), 3);
+}
+
+#define N_CONCURRENT 200
+
+struct concurrent {
+    struct store_req reqs[N_CONCURRENT];
+    int done;
+    uint64_t last_pts;
+};
+
+static void on_concurrent_send(struct store_req *req)
+{
+    struct concurrent *c = req->data;
+    assert_int_equal(req->status, 0);
+    /* Callbacks of one port come in submission order, and so do the pts. */
+    assert_int_equal(req->out.msg.pts, c->last_pts + 1);
+    c->last_pts = req->out.msg.pts;
+    c->done++;
+    store_req_reset(req);
+}
+
+static void test_concurrent_sends_share_commits(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    struct store_stats before, after;
+    store_stats(f->st, &before);
+
+    struct concurrent *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    sqlite3 *lock = hold_write_lock(f->path);
+    for (int i = 0; i < N_CONCURRENT; i++) {
+        prep_send(&c->reqs[i], alice, bob, (uint64_t)i + 1, "load");
+        c->reqs[i].cb = on_concurrent_send;
+        c->reqs[i].data = c;
+        assert_int_equal(store_submit(f->port, &c->reqs[i]), 0);
+    }
+    release_write_lock(lock);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(c->done, N_CONCURRENT);
+    assert_int_equal(c->last_pts, N_CONCURRENT);
+
+    store_stats(f->st, &after);
+    uint64_t commits = after.commits - before.commits;
+    assert_int_equal(after.committed_reqs - before.committed_reqs, N_CONCURRENT);
+    /* The writer took some before it blocked on the lock, the rest queued:
+     * at most two transactions, one of them with at least half the sends. */
+    assert_in_range(commits, 1, 2);
+    uint64_t multi = 0, total = 0, lat = 0;
+    for (size_t i = 0; i < 8; i++) {
+        total += after.batch_hist[i] - before.batch_hist[i];
+        if (i > 0)
+            multi += after.batch_hist[i] - before.batch_hist[i];
+    }
+    for (size_t i = 0; i < 10; i++)
+        lat += after.latency_hist[i] - before.latency_hist[i];
+    assert_int_equal(total, commits);
+    assert_int_equal(lat, commits);
+    assert_true(multi >= 1);
+    assert_true(after.batch_hist[6] + after.batch_hist[7] >
+                before.batch_hist[6] + before.batch_hist[7]);
+    assert_int_equal(after.queue_refusals, 0);
+    assert_int_equal(query_int(f->path, "SELECT pts FROM users WHERE username = 'bob'"),
+                     N_CONCURRENT);
+    free(c);
+}
+
+static void test_full_queue_refuses_with_ebusy(void **state)
+{
+    struct fixture *f = *state;
+    store_port_close(f->port);
+    store_close(f->st);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    f->st = open_store(f->path, 1, 4);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+
+    struct store_req reqs[20];
+    int done = 0, accepted = 0;
+    char name[16];
+    sqlite3 *lock = hold_write_lock(f->path);
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof(name), "user%d", i);
+        prep_signup(&reqs[i], name, (uint8_t)(i + 1));
+        reqs[i].cb = on_done;
+        reqs[i].data = &done;
+        int rc = store_submit(f->port, &reqs[i]);
+        if (rc == 0)
+            accepted++;
+        else
+            assert_int_equal(rc, PARLEY_EBUSY);
+    }
+    release_write_lock(lock);
+    /* The writer took at most one (max_batch) before it blocked. */
+    assert_in_range(accepted, 4, 5);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(done, accepted);
+    struct store_stats stats;
+    store_stats(f->st, &stats);
+    assert_int_equal(stats.queue_refusals, 20 - accepted);
+    assert_int_equal(stats.batch_hist[0], stats.commits);
+}
+
+static void test_submit_rejects_invalid_requests(void **state)
+{
+    struct fixture *f = *state;
+    struct store_req r;
+    prep_signup(&r, "alice", 1);
+    r.cb = NULL;
+    assert_int_equal(store_submit(f->port, &r), PARLEY_EINVAL);
+    prep_signup(&r, "", 1);
+    r.cb = on_done;
+    assert_int_equal(store_submit(f->port, &r), PARLEY_EINVAL);
+    prep_sync(&r, 1, 0, 0, 0);
+    r.cb = on_done;
+    assert_int_equal(store_submit(f->port, &r), PARLEY_EINVAL);
+    prep_history(&r, 1, 2, 0, STORE_PAGE_MAX + 1);
+    r.cb = on_done;
+    assert_int_equal(store_submit(f->port, &r), PARLEY_EINVAL);
+    prep_send(&r, 1, 2, 0, "no client id");
+    r.cb = on_done;
+    assert_int_equal(store_submit(f->port, &r), PARLEY_EINVAL);
+    memset(&r, 0, sizeof(r));
+    r.op = (enum store_op)99;
+    r.cb = on_done;
+    assert_int_equal(store_submit(f->port, &r), PARLEY_EINVAL);
+}
+
+static void test_reopen_after_close_keeps_data(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    struct store_req r;
+    send_ok(f, alice, bob, 9, "durable", &r);
+    uint64_t id = r.out.msg.id;
+    store_req_reset(&r);
+
+    store_port_close(f->port);
+    store_close(f->st);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    f->st = open_store(f->path, 0, 0);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+
+    prep_sync(&r, bob, 0, 0, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_msgs, 1);
+    assert_int_equal(r.out.msgs[0].id, id);
+    assert_string_equal(r.out.msgs[0].text, "durable");
+    store_req_reset(&r);
+
+    /* The retry after a restart is still recognised. */
+    send_ok(f, alice, bob, 9, "durable", &r);
+    assert_true(r.out.duplicate);
+    assert_int_equal(r.out.msg.id, id);
+    store_req_reset(&r);
+    send_ok(f, alice, bob, 10, "after", &r);
+    assert_int_equal(r.out.msg.pts, 2);
+    assert_true(r.out.msg.id > id);
+    store_req_reset(&r);
+}
+
+static void test_close_with_requests_queued_completes_them(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    struct concurrent *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    for (int i = 0; i < 50; i++) {
+        prep_send(&c->reqs[i], alice, bob, (uint64_t)i + 1, "queued");
+        c->reqs[i].cb = on_concurrent_send;
+        c->reqs[i].data = c;
+        assert_int_equal(store_submit(f->port, &c->reqs[i]), 0);
+    }
+    store_close(f->st);
+    assert_int_equal(c->done, 0);
+    struct store_req late;
+    prep_signup(&late, "late", 9);
+    late.cb = on_done;
+    assert_int_equal(store_submit(f->port, &late), PARLEY_EBUSY);
+
+    /* The port outlives the store; its loop delivers the results. */
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(c->done, 50);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages"), 50);
+    free(c);
+
+    store_port_close(f->port);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    f->st = NULL;
+    f->port = NULL;
+}
+
+static void test_port_closed_with_requests_in_flight_delivers_them_first(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    struct store_req reqs[3];
+    int done = 0;
+    sqlite3 *lock = hold_write_lock(f->path);
+    for (int i = 0; i < 3; i++) {
+        prep_send(&reqs[i], alice, alice, (uint64_t)i + 1, "self");
+        reqs[i].cb = on_done;
+        reqs[i].data = &done;
+        assert_int_equal(store_submit(f->port, &reqs[i]), 0);
+    }
+    store_port_close(f->port);
+    struct store_req late;
+    prep_signup(&late, "late", 9);
+    late.cb = on_done;
+    assert_int_equal(store_submit(f->port, &late), PARLEY_EINVAL);
+    release_write_lock(lock);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(done, 3);
+    for (int i = 0; i < 3; i++)
+        store_req_reset(&reqs[i]);
+    store_close(f->st);
+    f->st = NULL;
+    f->port = NULL;
+}
+
+int main(void)
+{
+    log_threshold = LOG_LEVEL_WARN;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_signup_then_duplicate_name_is_taken, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signup_with_reused_pubkey_is_bad_key_and_keeps_no_user,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_returns_owner_and_missing_device_is_enodevice,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resolve_finds_user_and_missing_name_is_enouser, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_send_increments_pts_of_both_sides_in_order, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_send_same_client_id_twice_returns_first_message, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_send_to_missing_user_is_enouser, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_returns_updates_in_pts_order_with_limit_and_more,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_history_pages_newest_first_by_before_id, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_failing_request_does_not_abort_its_batch, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_sends_share_commits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_queue_refuses_with_ebusy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_submit_rejects_invalid_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_after_close_keeps_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_with_requests_queued_completes_them, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_port_closed_with_requests_in_flight_delivers_them_first, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
