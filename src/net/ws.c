@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT */
+/* WebSocket streams on wslay's event API. wslay reassembles fragments,
+ * answers pings and closes, and enforces max_frame (closing with 1009);
+ * this file adds parley's policy: binary only (text closes with 1003). */
+#include "net/ws.h"
+
+#include "common/err.h"
+#include "common/log.h"
+
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/banned.h"
+
+static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                       void *user_data)
+{
+    PL_UNUSED(flags);
+    struct net_ws *ws = user_data;
+    if (ws->in_len == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = PL_MIN(len, ws->in_len);
+    memcpy(buf, ws->in, n);
+    ws->in += n;
+    ws->in_len -= n;
+    return (ssize_t)n;
+}
+
+static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *user_data)
+{
+    PL_UNUSED(ctx);
+    PL_UNUSED(flags);
+    struct net_ws *ws = user_data;
+    ws->h->on_output(ws->arg, data, len);
+    return (ssize_t)len;
+}
+
+static void on_frame_start(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *arg, void *user_data)
+{
+    PL_UNUSED(ctx);
+    /* Refuse text at its first frame rather than buffer a whole message. */
+    if (arg->opcode == WSLAY_TEXT_FRAME)
+        net__ws_close(user_data, WSLAY_CODE_UNSUPPORTED_DATA, "binary frames only");
+}
+
+static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                   void *user_data)
+{
+    PL_UNUSED(ctx);
+    struct net_ws *ws = user_data;
+    if (arg->opcode != WSLAY_BINARY_FRAME || net__ws_is_closing(ws))
+        return;
+    ws->h->on_message(ws->arg, arg->msg, arg->msg_length);
+}
+
+static const struct wslay_event_callbacks callbacks = {
+    .recv_callback = on_recv,
+    .send_callback = on_send,
+    .on_frame_recv_start_callback = on_frame_start,
+    .on_msg_recv_callback = on_msg,
+};
+
+void net__ws_init(struct net_ws *ws, size_t max_frame, const struct net_ws_handler *h, void *arg)
+{
+    memset(ws, 0, sizeof(*ws));
+    ws->h = h;
+    ws->arg = arg;
+    if (wslay_event_context_server_init(&ws->ctx, &callbacks, ws) != 0) {
+        log_error("net", "event=oom what=wslay");
+        abort();
+    }
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, max_frame);
+}
+
+void net__ws_deinit(struct net_ws *ws)
+{
+    wslay_event_context_free(ws->ctx);
+    ws->ctx = NULL;
+}
+
+void net__ws_feed(struct net_ws *ws, const uint8_t *data, size_t len)
+{
+    ws->in = data;
+    ws->in_len = len;
+    /* Some wslay versions stop reading while a control reply is queued;
+     * sending in between lets them go on. */
+    while (ws->in_len > 0 && wslay_event_get_read_enabled(ws->ctx)) {
+        size_t before = ws->in_len;
+        int rv = wslay_event_recv(ws->ctx);
+        if (rv != 0)
+            wslay_event_shutdown_read(ws->ctx);
+        net__ws_flush(ws);
+        if (rv != 0 || ws->in_len == before)
+            break;
+    }
+    if (wslay_event_get_read_enabled(ws->ctx) == 0)
+        net__ws_flush(ws);
+    ws->in = NULL;
+    ws->in_len = 0;
+}
+
+void net__ws_flush(struct net_ws *ws)
+{
+    if (wslay_event_send(ws->ctx) != 0)
+        wslay_event_shutdown_write(ws->ctx);
+}
+
+int net__ws_send(struct net_ws *ws, const uint8_t *data, size_t len)
+{
+    if (net__ws_is_closing(ws))
+        return PARLEY_ECLOSED;
+    struct wslay_event_msg msg = {.opcode = WSLAY_BINARY_FRAME, .msg = data, .msg_length = len};
+    int rv = wslay_event_queue_msg(ws->ctx, &msg);
+    if (rv == WSLAY_ERR_NOMEM) {
+        log_error("net", "event=oom what=wslay");
+        abort();
+    }
+    return rv == 0 ? 0 : PARLEY_ECLOSED;
+}
+
+void net__ws_ping(struct net_ws *ws)
+{
+    struct wslay_event_msg msg = {.opcode = WSLAY_PING, .msg = NULL, .msg_length = 0};
+    int rv = wslay_event_queue_msg(ws->ctx, &msg);
+    PL_UNUSED(rv); /* NO_MORE_MSG once closing: no ping needed then */
+}
+
+void net__ws_close(struct net_ws *ws, uint16_t code, const char *reason)
+{
+    if (ws->close_code != 0)
+        return;
+    ws->close_code = code;
+    size_t rlen = reason ? PL_MIN(strlen(reason), (size_t)123) : 0;
+    int rv = wslay_event_queue_close(ws->ctx, code, (const uint8_t *)reason, rlen);
+    PL_UNUSED(rv); /* NO_MORE_MSG: wslay already queued its own close */
+    wslay_event_shutdown_read(ws->ctx);
+}
+
+size_t net__ws_queued(const struct net_ws *ws)
+{
+    return wslay_event_get_queued_msg_length(ws->ctx);
+}
+
+bool net__ws_is_closing(const struct net_ws *ws)
+{
+    return ws->close_code != 0 || !wslay_event_get_read_enabled(ws->ctx) ||
+           !wslay_event_get_write_enabled(ws->ctx) || wslay_event_get_close_received(ws->ctx);
+}
+
+bool net__ws_is_done(const struct net_ws *ws)
+{
+    return !wslay_event_get_write_enabled(ws->ctx);
+}
+
+uint16_t net__ws_close_code(const struct net_ws *ws)
+{
+    if (ws->close_code != 0)
+        return ws->close_code;
+    if (wslay_event_get_close_sent(ws->ctx))
+        return wslay_event_get_status_code_sent(ws->ctx);
+    return 0;
+}
+
+void net__ws_accept_key(const char *key, char out[NET_WS_ACCEPT_LEN + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    EVP_MD_CTX *mdc = EVP_MD_CTX_new();
+    if (!mdc || EVP_DigestInit_ex(mdc, EVP_sha1(), NULL) != 1 ||
+        EVP_DigestUpdate(mdc, key, strlen(key)) != 1 ||
+        EVP_DigestUpdate(mdc, ws_guid, sizeof(ws_guid) - 1) != 1 ||
+        EVP_DigestFinal_ex(mdc, md, &md_len) != 1 || md_len != 20) {
+        log_error("net", "event=sha1_failed");
+        abort();
+    }
+    EVP_MD_CTX_free(mdc);
+    EVP_EncodeBlock((unsigned char *)out, md, 20);
+    out[NET_WS_ACCEPT_LEN] = '\0';
+}
