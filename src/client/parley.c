@@ -30,6 +30,7 @@
 #define HISTORY_LIMIT_MAX 1000
 #define PUSHQ_MAX 1024 /* pushes held while a response is awaited; beyond, resync */
 #define PATH_LEN 4096
+#define CLIENT_ID_RANDOM_MASK ((UINT64_C(1) << 53) - 1)
 #define NAME_LEN (PARLEY_USERNAME_MAX + 2) /* "@" + name + NUL */
 
 typedef Parley__V1__Request PlRequest;
@@ -344,6 +345,7 @@ static int call(struct parley *p, PlRequest *req, int want, PlFrame **out)
             break;
     }
     const PlResponse *r = in->response;
+    err = 0;
     if (r->error)
         err = wire_error(p, r->error, "request failed");
     else if ((int)r->result_case != want)
@@ -574,8 +576,11 @@ int parley_send(struct parley *p, const char *peer, const char *text, size_t len
         return err;
     if (!p->has_account)
         return PARLEY_ENOACCOUNT;
-    while (client_id == 0)
+    /* 53 random bits: exact as a JSON number (the CLI, the web client). */
+    while (client_id == 0) {
         randombytes_buf(&client_id, sizeof(client_id));
+        client_id &= CLIENT_ID_RANDOM_MASK;
+    }
     char *copy = malloc(len + 1);
     if (!copy)
         return PARLEY_ENOMEM;

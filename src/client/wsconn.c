@@ -644,6 +644,25 @@ static int flush(struct wsconn *c, int64_t deadline)
     return 0;
 }
 
+static bool has_buffered_input(const struct wsconn *c)
+{
+    return c->pre_off < c->pre_len || (c->ssl && SSL_pending(c->ssl) > 0);
+}
+
+/* After a failed write, reads for a moment what the server sent before
+ * it closed (typically a close frame saying why), so that
+ * wsconn_close_code can report it. */
+static void drain_after_failure(struct wsconn *c)
+{
+    int64_t deadline = now_ms() + CLOSE_LINGER_MS;
+    while (wslay_event_get_read_enabled(c->ws) && !wslay_event_get_close_received(c->ws)) {
+        if (!has_buffered_input(c) && wait_fd(c, POLLIN, deadline) != 0)
+            break;
+        if (wslay_event_recv(c->ws) != 0)
+            break;
+    }
+}
+
 int wsconn_send(struct wsconn *c, const uint8_t *data, size_t len, int timeout_ms)
 {
     struct sigpipe_guard g;
@@ -658,13 +677,10 @@ int wsconn_send(struct wsconn *c, const uint8_t *data, size_t len, int timeout_m
     sigpipe_block(&g);
     int64_t deadline = deadline_in(timeout_ms);
     int err = flush(c, deadline < 0 ? -1 : PL_MAX(deadline, 1));
+    if (err == PARLEY_ECLOSED || err == PARLEY_EIO)
+        drain_after_failure(c);
     sigpipe_restore(&g);
     return err;
-}
-
-static bool has_buffered_input(const struct wsconn *c)
-{
-    return c->pre_off < c->pre_len || (c->ssl && SSL_pending(c->ssl) > 0);
 }
 
 int wsconn_recv(struct wsconn *c, int timeout_ms, uint8_t **data, size_t *len)
@@ -682,8 +698,9 @@ int wsconn_recv(struct wsconn *c, int timeout_ms, uint8_t **data, size_t *len)
             c->queued--;
             /* The header sits before the payload: move it down so that the
              * caller can free() what it gets. */
-            memmove(m, m->data, m->len);
-            *len = m->len;
+            size_t n = m->len;
+            memmove(m, m->data, n);
+            *len = n;
             *data = (uint8_t *)m;
             break;
         }
