@@ -2,6 +2,8 @@
 /* Names and texts of the error table in err.h. */
 #include "err.h"
 
+#include <string.h>
+
 const char *err_text(int code)
 {
     switch (code) {
@@ -34,7 +36,11 @@ const char *err_name(int code)
 
 unsigned err_to_wire(int code)
 {
-    return code < 0 ? (unsigned)-code : 0;
+    if (code >= 0)
+        return 0;
+    const char *name = err_name(code);
+    /* Codes outside the table never reach the wire as arbitrary numbers. */
+    return strcmp(name, "UNKNOWN") == 0 ? 0u - (unsigned)PARLEY_EINTERNAL : 0u - (unsigned)code;
 }
 
 int err_from_wire(unsigned wire)

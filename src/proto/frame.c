@@ -3,9 +3,51 @@
 #include "frame.h"
 #include "common/err.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/banned.h"
+
+/* protobuf-c accepts an over-long encoding of field number 0 and keeps it as
+ * an unknown field that it then cannot re-encode; field 0 is invalid in
+ * protobuf, so such input is malformed. Walks m and every sub-message. */
+static bool has_field_zero(const ProtobufCMessage *m)
+{
+    if (!m)
+        return false;
+    for (size_t i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return true;
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    const char *base = (const char *)m;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *fd = &d->fields[i];
+        if (fd->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n;
+            ProtobufCMessage *const *items;
+            memcpy(&n, base + fd->quantifier_offset, sizeof(n));
+            memcpy(&items, base + fd->offset, sizeof(items));
+            for (size_t k = 0; k < n; k++)
+                if (has_field_zero(items[k]))
+                    return true;
+            continue;
+        }
+        if (fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+            uint32_t which;
+            memcpy(&which, base + fd->quantifier_offset, sizeof(which));
+            if (which != fd->id)
+                continue;
+        }
+        const ProtobufCMessage *sub;
+        memcpy(&sub, base + fd->offset, sizeof(sub));
+        if (has_field_zero(sub))
+            return true;
+    }
+    return false;
+}
 
 int frame_decode(const uint8_t *data, size_t len, size_t max, PlFrame **out)
 {
@@ -14,6 +56,10 @@ int frame_decode(const uint8_t *data, size_t len, size_t max, PlFrame **out)
     PlFrame *f = parley__v1__frame__unpack(NULL, len, data);
     if (!f)
         return PARLEY_EMALFORMED;
+    if (has_field_zero(&f->base)) {
+        parley__v1__frame__free_unpacked(f, NULL);
+        return PARLEY_EMALFORMED;
+    }
     *out = f;
     return 0;
 }
