@@ -17,17 +17,22 @@
 struct net_loop; /* the listener and connections of one event loop */
 struct net_conn; /* one client connection */
 
+/* A zero field takes its default. */
 struct net_limits {
-    size_t max_frame;         /* largest WebSocket message accepted, bytes (default 1 MiB) */
-    size_t max_send_queue;    /* queued outgoing bytes beyond which a connection is cut off */
-    size_t max_http_header;   /* request line + headers, bytes (default 8 KiB) */
-    unsigned handshake_ms;    /* TLS + HTTP upgrade must finish within this */
-    unsigned idle_ping_ms;    /* a WebSocket ping after this much silence; 0: off */
+    size_t max_frame;         /* largest WebSocket message accepted, bytes (default 1 MiB);
+                                 a larger one closes with 1009 */
+    size_t max_send_queue;    /* queued outgoing bytes beyond which a connection is cut off
+                                 (default 4 MiB) */
+    size_t max_http_header;   /* request line + headers, bytes (default 8 KiB); beyond: 431 */
+    unsigned handshake_ms;    /* TLS + HTTP upgrade must finish within this (default 10 s);
+                                 also the idle limit between plain HTTP requests */
+    unsigned idle_ping_ms;    /* a WebSocket ping after this much silence; 0: off. With no
+                                 bytes for twice this, the connection is dropped */
 };
 
 struct net_http_response {
-    int status;               /* e.g. 200, 404 */
-    const char *content_type; /* static string */
+    int status;               /* e.g. 200, 404; left 0: net answers 404 */
+    const char *content_type; /* static string; NULL: text/plain */
     char *body;               /* xmalloc'ed; net frees it */
     size_t body_len;
 };
@@ -38,28 +43,39 @@ struct net_callbacks {
     /* One complete binary message (at most max_frame bytes); data is valid
      * only during the call. The connection may be closed from inside. */
     void (*on_message)(struct net_conn *c, const uint8_t *data, size_t len);
-    /* The connection is gone (after on_open only); c is freed after return. */
+    /* The connection is gone (after on_open only, exactly once); c is freed
+     * after return and net_conn_send on it returns PARLEY_ECLOSED. */
     void (*on_close)(struct net_conn *c);
-    /* Any HTTP request other than the upgrade. path excludes the query. */
+    /* Any GET or HEAD request other than the upgrade. path excludes the
+     * query. For HEAD, net sends the headers (with Content-Length) but not
+     * the body. Other methods get 405 from net without a call. res starts
+     * zeroed. */
     void (*on_http)(struct net_loop *nl, const char *method, const char *path,
                     struct net_http_response *res);
 };
 
 /* Starts accepting on fd, an already bound and listening TCP socket that
- * this net_loop takes ownership of. tls may be NULL (plaintext); otherwise
- * the net_loop takes a reference (SSL_CTX_up_ref). limits and cbs are
- * copied. Thread: loop's. */
+ * this net_loop takes ownership of (closed on failure too). tls may be NULL
+ * (plaintext); otherwise the net_loop takes a reference (SSL_CTX_up_ref).
+ * limits and cbs are copied; data is returned by net_loop_data. Returns 0
+ * and sets *out, or PARLEY_EINVAL, PARLEY_EIO (libuv refused fd).
+ * Thread: loop's. */
 PL_NODISCARD int net_loop_start(uv_loop_t *loop, int fd, SSL_CTX *tls,
                                 const struct net_limits *limits,
                                 const struct net_callbacks *cbs, void *data,
                                 struct net_loop **out);
 
-/* New connections use tls from now on (takes a reference, drops the old).
- * Existing connections keep theirs. limits too. */
+/* New connections use tls from now on (takes a reference, drops the old;
+ * NULL: plaintext). Existing connections keep theirs. limits too (NULL:
+ * unchanged): max_send_queue and the timeouts apply to every connection at
+ * once, max_http_header from the next accept, max_frame from the next
+ * upgrade. */
 void net_loop_reload(struct net_loop *nl, SSL_CTX *tls, const struct net_limits *limits);
 
-/* Stops accepting, closes every connection (WebSocket close 1001) and frees
- * everything once closed; then calls done(data) on the loop. */
+/* Stops accepting, closes every connection (WebSocket close 1001; HTTP
+ * connections after their pending response) and frees everything once
+ * closed; then calls done(data) (may be NULL) on the loop. nl is invalid
+ * from then on. A connection that cannot flush is dropped after 3 s. */
 void net_loop_stop(struct net_loop *nl, void (*done)(void *data), void *data);
 
 void *net_loop_data(struct net_loop *nl);
@@ -71,7 +87,10 @@ void *net_loop_data(struct net_loop *nl);
  * it is already closing. */
 PL_NODISCARD int net_conn_send(struct net_conn *c, const uint8_t *data, size_t len);
 
-/* Sends a WebSocket close with code and reason, then closes. Idempotent. */
+/* Sends a WebSocket close with code and reason (truncated to 123 bytes),
+ * then closes the socket once it is written; queued messages not yet sent
+ * are dropped. Idempotent: the first code wins. Safe inside callbacks; c
+ * stays valid until on_close returns. */
 void net_conn_close(struct net_conn *c, uint16_t code, const char *reason);
 
 void net_conn_set_data(struct net_conn *c, void *data);
