@@ -36,10 +36,14 @@
 typedef Parley__V1__Request PlRequest;
 typedef Parley__V1__Response PlResponse;
 
+#define TEXT_MAX_BYTES (4 * PARLEY_TEXT_MAX_CHARS)
+
+/* The NUL-terminated strings a struct parley_msg points to. */
 struct names {
     char chat[NAME_LEN];
     char from[NAME_LEN];
     char to[NAME_LEN];
+    char text[TEXT_MAX_BYTES + 1];
 };
 
 struct parley {
@@ -526,7 +530,9 @@ static int call_authed(struct parley *p, PlRequest *req, int want, PlFrame **out
 static int msg_from_wire(const struct parley *p, const Parley__V1__Message *m, uint64_t pts,
                          struct names *names, struct parley_msg *out)
 {
-    if (!m || !m->from_username || !m->to_username || !m->text ||
+    size_t chars;
+    if (!m || !m->from_username || !m->to_username || m->text.len > TEXT_MAX_BYTES ||
+        utf8_check((const char *)m->text.data, m->text.len, &chars) != 0 ||
         strlen(m->from_username) > PARLEY_USERNAME_MAX ||
         strlen(m->to_username) > PARLEY_USERNAME_MAX)
         return PARLEY_EPROTO;
@@ -544,8 +550,11 @@ static int msg_from_wire(const struct parley *p, const Parley__V1__Message *m, u
     out->chat = names->chat;
     out->from = names->from;
     out->to = names->to;
-    out->text = m->text;
-    out->text_len = strlen(m->text);
+    if (m->text.len)
+        memcpy(names->text, m->text.data, m->text.len);
+    names->text[m->text.len] = '\0';
+    out->text = names->text;
+    out->text_len = m->text.len;
     return 0;
 }
 
@@ -581,24 +590,18 @@ int parley_send(struct parley *p, const char *peer, const char *text, size_t len
         randombytes_buf(&client_id, sizeof(client_id));
         client_id &= CLIENT_ID_RANDOM_MASK;
     }
-    char *copy = malloc(len + 1);
-    if (!copy)
-        return PARLEY_ENOMEM;
-    memcpy(copy, text, len);
-    copy[len] = '\0';
-
     PlRequest req = PARLEY__V1__REQUEST__INIT;
     Parley__V1__SendRequest sr = PARLEY__V1__SEND_REQUEST__INIT;
     Parley__V1__Peer to = PARLEY__V1__PEER__INIT;
     to.username = name;
     sr.to = &to;
     sr.client_id = client_id;
-    sr.text = copy;
+    sr.text.data = (uint8_t *)text;
+    sr.text.len = len;
     req.method_case = PARLEY__V1__REQUEST__METHOD_SEND;
     req.send = &sr;
     /* A retry carries the same client_id, so the server stores it once. */
     err = call_authed(p, &req, PARLEY__V1__RESPONSE__RESULT_SEND, &resp);
-    free(copy);
     if (err)
         return err;
     const Parley__V1__SendResponse *s = resp->response->send;

@@ -159,7 +159,8 @@ static void msg_to_proto(const struct store_msg *m, Parley__V1__Message *out)
     out->from_username = (char *)(m->from_name ? m->from_name : "");
     out->to_user_id = m->to_user;
     out->to_username = (char *)(m->to_name ? m->to_name : "");
-    out->text = (char *)(m->text ? m->text : "");
+    out->text.data = (uint8_t *)(m->text ? m->text : "");
+    out->text.len = m->text ? m->text_len : 0;
     out->date = m->date;
     out->client_id = m->client_id;
     out->from_device_id = m->from_device;
@@ -460,12 +461,12 @@ static void handle_send(struct session *s, uint64_t id, const Parley__V1__SendRe
 {
     const enum metrics_method m = METHOD_SEND;
     const struct config *cfg = cfg_of(s);
-    size_t len = r->text ? strlen(r->text) : 0, chars;
+    size_t len = r->text.len, chars;
     if (r->client_id == 0 || len == 0) {
         respond_error(s, id, m, PARLEY_EINVAL, 0);
         return;
     }
-    if (utf8_check(r->text, len, &chars)) {
+    if (utf8_check((const char *)r->text.data, len, &chars)) {
         respond_error(s, id, m, PARLEY_EBAD_UTF8, 0);
         return;
     }
@@ -480,7 +481,9 @@ static void handle_send(struct session *s, uint64_t id, const Parley__V1__SendRe
         return;
     }
     struct op *op = op_new(s, id, m);
-    op->text = xmemdup(r->text, len + 1);
+    op->text = xmalloc(len + 1);
+    memcpy(op->text, r->text.data, len);
+    op->text[len] = '\0';
     op->text_len = len;
     op->client_id = r->client_id;
     uint64_t to;

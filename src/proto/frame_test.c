@@ -143,7 +143,10 @@ static void test_send_request_round_trips(void **state)
     Parley__V1__SendRequest snd = PARLEY__V1__SEND_REQUEST__INIT;
     snd.to = &to;
     snd.client_id = 0x8877665544332211ull;
-    snd.text = "h\xc3\xa9llo \xf0\x9f\x98\x80";
+    /* bytes, so an embedded NUL survives the trip (the server refuses it). */
+    static const char text[] = "h\xc3\xa9llo\0 \xf0\x9f\x98\x80";
+    snd.text.data = (uint8_t *)text;
+    snd.text.len = sizeof(text) - 1;
     Parley__V1__Request req = PARLEY__V1__REQUEST__INIT;
     req.id = 3;
     req.method_case = PARLEY__V1__REQUEST__METHOD_SEND;
@@ -154,7 +157,8 @@ static void test_send_request_round_trips(void **state)
     assert_int_equal(got->to->user_id, 0);
     assert_string_equal(got->to->username, "bob");
     assert_int_equal(got->client_id, 0x8877665544332211ull);
-    assert_string_equal(got->text, snd.text);
+    assert_int_equal(got->text.len, sizeof(text) - 1);
+    assert_memory_equal(got->text.data, text, sizeof(text) - 1);
     frame_free(out);
 }
 
@@ -285,7 +289,8 @@ static Parley__V1__Message sample_message(void)
     m.from_username = "alice";
     m.to_user_id = 20;
     m.to_username = "bob";
-    m.text = "hi bob";
+    m.text.data = (uint8_t *)"hi bob";
+    m.text.len = 6;
     m.date = 1700000000;
     m.client_id = 0x1122334455667788ull;
     m.from_device_id = 11;
@@ -300,7 +305,8 @@ static void assert_sample_message(const Parley__V1__Message *m)
     assert_string_equal(m->from_username, "alice");
     assert_int_equal(m->to_user_id, 20);
     assert_string_equal(m->to_username, "bob");
-    assert_string_equal(m->text, "hi bob");
+    assert_int_equal(m->text.len, 6);
+    assert_memory_equal(m->text.data, "hi bob", 6);
     assert_int_equal(m->date, 1700000000);
     assert_int_equal(m->client_id, 0x1122334455667788ull);
     assert_int_equal(m->from_device_id, 11);
@@ -613,7 +619,8 @@ static void test_decode_ignores_unknown_field_inside_method(void **state)
     assert_int_equal(frame_decode(data, sizeof(data), FRAME_MAX_DEFAULT, &out), 0);
     assert_int_equal(out->request->method_case, PARLEY__V1__REQUEST__METHOD_SEND);
     assert_int_equal(out->request->send->client_id, 5);
-    assert_string_equal(out->request->send->text, "hi");
+    assert_int_equal(out->request->send->text.len, 2);
+    assert_memory_equal(out->request->send->text.data, "hi", 2);
     assert_null(out->request->send->to);
     frame_free(out);
 }

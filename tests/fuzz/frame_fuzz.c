@@ -63,7 +63,8 @@ static void touch_message(const Parley__V1__Message *m)
             m->from_device_id;
     touch_str(m->from_username);
     touch_str(m->to_username);
-    touch_str(m->text);
+    for (size_t i = 0; i < m->text.len; i++)
+        sink += m->text.data[i];
 }
 
 static void touch_update(const Parley__V1__Update *u)

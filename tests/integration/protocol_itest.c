@@ -259,7 +259,8 @@ static void test_send_before_auth_gets_enoauth(void **state)
     peer.username = "nobody";
     sr.to = &peer;
     sr.client_id = 1;
-    sr.text = "hello";
+    sr.text.data = (uint8_t *)"hello";
+    sr.text.len = 5;
     req.id = next_id++;
     req.method_case = PARLEY__V1__REQUEST__METHOD_SEND;
     req.send = &sr;
@@ -386,6 +387,64 @@ static struct parley *open_device(const char *home)
     return p;
 }
 
+/* Sends text[0..len) to @to on c and returns the request id. */
+static uint64_t send_text(struct wsconn *c, const char *to, const void *text, size_t len)
+{
+    Parley__V1__Request req = PARLEY__V1__REQUEST__INIT;
+    Parley__V1__SendRequest sr = PARLEY__V1__SEND_REQUEST__INIT;
+    Parley__V1__Peer peer = PARLEY__V1__PEER__INIT;
+    peer.username = (char *)to;
+    sr.to = &peer;
+    sr.client_id = next_id * 7919;
+    sr.text.data = (uint8_t *)text;
+    sr.text.len = len;
+    req.id = next_id++;
+    req.method_case = PARLEY__V1__REQUEST__METHOD_SEND;
+    req.send = &sr;
+    send_request(c, &req, FRAME_VERSION);
+    return req.id;
+}
+
+/* The text rules hold on the wire, not only in libparley: a NUL inside the
+ * text, ill-formed UTF-8, an empty text and one over the limit are refused
+ * with their codes, nothing is stored, and the connection keeps working. */
+static void test_bad_text_refused(void **state)
+{
+    (void)state;
+    uint8_t pk[32], sk[64];
+    struct wsconn *b = dial();
+    (void)signup_ok(b, "textpeer", pk, sk);
+    struct wsconn *a = dial();
+    (void)signup_ok(a, "textsender", pk, sk);
+
+    static const char nul[] = "before\0after";
+    expect_error(a, send_text(a, "textpeer", nul, sizeof(nul) - 1), PARLEY_EBAD_UTF8);
+    static const char bad[] = "caf\xc3";
+    expect_error(a, send_text(a, "textpeer", bad, sizeof(bad) - 1), PARLEY_EBAD_UTF8);
+    static const char overlong[] = "\xc0\xaf";
+    expect_error(a, send_text(a, "textpeer", overlong, sizeof(overlong) - 1), PARLEY_EBAD_UTF8);
+    expect_error(a, send_text(a, "textpeer", "", 0), PARLEY_EINVAL);
+    size_t n = 4097 * 2;
+    char *big = malloc(n);
+    assert_non_null(big);
+    for (size_t i = 0; i < n; i += 2)
+        memcpy(big + i, "\xc3\xa9", 2); /* 4097 code points, 8194 bytes */
+    expect_error(a, send_text(a, "textpeer", big, n), PARLEY_ETEXT_TOO_LONG);
+    /* Exactly at the limit is fine. */
+    uint64_t id = send_text(a, "textpeer", big, n - 2);
+    free(big);
+    PlFrame *f = recv_response(a);
+    assert_int_equal(f->response->id, id);
+    assert_null(f->response->error);
+    assert_int_equal(f->response->send->message->text.len, 4096 * 2);
+    /* The refused sends left nothing: the stored message is the first. */
+    assert_int_equal(f->response->send->pts, 1);
+    frame_free(f);
+    expect_ping_works(a);
+    wsconn_free(a);
+    wsconn_free(b);
+}
+
 static void test_libparley_both_ways_and_retry_is_idempotent(void **state)
 {
     (void)state;
@@ -439,6 +498,7 @@ int main(void)
         cmocka_unit_test(test_bad_signature_refused),
         cmocka_unit_test(test_replayed_nonce_refused),
         cmocka_unit_test(test_duplicate_and_invalid_username),
+        cmocka_unit_test(test_bad_text_refused),
         cmocka_unit_test(test_libparley_both_ways_and_retry_is_idempotent),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
