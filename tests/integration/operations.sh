@@ -34,6 +34,13 @@ start_parleyd main --config "$T/good.conf"
 pl alice signup alice >/dev/null
 pl bob signup bob >/dev/null
 pl alice send @bob "before reload" >/dev/null
+# carol holds one connection open across both reloads: recv --follow exits
+# with an error if its connection drops, so a live message after the
+# reloads proves the reload kept connections.
+pl carol signup carol >/dev/null
+pl carol --json recv --follow --timeout 30 >"$T/follow.out" 2>"$T/follow.err" &
+follower=$!
+sleep 0.5
 
 cp "$T/good.conf" "$T/saved.conf"
 printf '[server\nthis is not ini\n' >"$T/good.conf"
@@ -46,6 +53,12 @@ cp "$T/saved.conf" "$T/good.conf"
 kill -HUP "$SERVER_PID"
 sleep 0.5
 expect_match "valid reload applied" "$(cat "$T/parleyd-main.err")" "event=reloaded"
+pl alice send @carol "across reload" >/dev/null
+for _ in $(seq 50); do grep -q "across reload" "$T/follow.out" && break; sleep 0.1; done
+kill -0 "$follower" 2>/dev/null && ok || fail "follower's connection dropped by the reloads: $(cat "$T/follow.err")"
+expect_eq "live push across reloads" "$(jq -r .text "$T/follow.out")" "across reload"
+kill "$follower" 2>/dev/null || true
+wait "$follower" 2>/dev/null || true
 out=$(pl bob --json recv)
 expect_eq "both messages" "$(jq -r .text <<<"$out" | tr '\n' '|')" "before reload|after broken reload|"
 
