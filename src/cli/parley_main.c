@@ -42,6 +42,8 @@ static const char usage_main[] =
     "  --home DIR     device state (default: $PARLEY_HOME, else ~/.parley)\n"
     "  --json         one JSON object per line\n"
     "  --help         this text; 'parley COMMAND --help' for one command\n"
+    "--server, --home and --json may also follow the command, up to a '--'\n"
+    "(send @bob -- --json sends the text \"--json\").\n"
     "\n"
     "PARLEY_LOG=debug|info|warn|error prints libparley's log lines to stderr.\n";
 
@@ -509,29 +511,46 @@ static int log_level_from_env(void)
     return 4;
 }
 
+/* Takes a global option (--json, --server URL, --home DIR) at argv[*i] into
+ * cli, advancing *i past its value. Returns 1 if it was one, 0 if not, or
+ * the exit status of a usage error. */
+static int global_option(struct cli *cli, int argc, char **argv, int *i)
+{
+    const char *v;
+    int r;
+    if (strcmp(argv[*i], "--json") == 0) {
+        cli->json = true;
+        return 1;
+    }
+    if ((r = opt_value(argc, argv, i, "--server", &v))) {
+        if (r < 0)
+            return -usage_error(usage_main, "--server needs a URL", "");
+        cli->server = v;
+        return 1;
+    }
+    if ((r = opt_value(argc, argv, i, "--home", &v))) {
+        if (r < 0)
+            return -usage_error(usage_main, "--home needs a directory", "");
+        cli->home = v;
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct cli cli = {.log_level = log_level_from_env()};
     int i;
     for (i = 1; i < argc && argv[i][0] == '-'; i++) {
-        const char *v;
-        int r;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage_main, stdout);
             return 0;
-        } else if (strcmp(argv[i], "--json") == 0) {
-            cli.json = true;
-        } else if ((r = opt_value(argc, argv, &i, "--server", &v))) {
-            if (r < 0)
-                return usage_error(usage_main, "--server needs a URL", "");
-            cli.server = v;
-        } else if ((r = opt_value(argc, argv, &i, "--home", &v))) {
-            if (r < 0)
-                return usage_error(usage_main, "--home needs a directory", "");
-            cli.home = v;
-        } else {
-            return usage_error(usage_main, "unknown option: ", argv[i]);
         }
+        int r = global_option(&cli, argc, argv, &i);
+        if (r < 0)
+            return -r;
+        if (r == 0)
+            return usage_error(usage_main, "unknown option: ", argv[i]);
     }
     if (i >= argc)
         return usage_error(usage_main, "no command given", "");
@@ -541,6 +560,26 @@ int main(int argc, char **argv)
             cmd = &commands[k];
     if (!cmd)
         return usage_error(usage_main, "unknown command: ", argv[i]);
+    /* Global options may also follow the command ("recv --json"), up to a
+     * "--"; they are taken out of what the command sees. */
+    int cargc = 0;
+    char **cargv = argv + i; /* compacted in place */
+    bool rest = false;
+    for (int k = i; k < argc; k++) {
+        if (k > i && !rest) {
+            if (strcmp(argv[k], "--") == 0) {
+                rest = true;
+            } else {
+                int r = global_option(&cli, argc, argv, &k);
+                if (r < 0)
+                    return -r;
+                if (r > 0)
+                    continue;
+            }
+        }
+        cargv[cargc++] = argv[k];
+    }
+    argc = i + cargc;
     if (wants_help(argc - i, argv + i)) {
         fputs(cmd->usage, stdout);
         return 0;

@@ -49,6 +49,13 @@ oldest_two=$(pl bob --json history @alice --limit 2 | jq -r .id | tail -1)
 out=$(pl bob --json history @alice --before "$oldest_two")
 expect_eq "history before id" "$(jq -r .text <<<"$out" | tr '\n' '|')" "hi bob|"
 
+# Global options after the command, as the README writes them.
+expect_eq "history @alice --json" "$(pl bob history @alice --json | jq -r .text | tr '\n' '|')" "from stdin|hi alice|hi bob|"
+pl alice send @bob "options after" >/dev/null
+expect_eq "recv --json" "$(pl bob recv --json | jq -r .text)" "options after"
+expect_eq "-- keeps a flag-like text" "$(pl alice --json send @bob -- --json | jq -r .text)" "--json"
+expect_eq "its recv" "$(pl bob recv --json | jq -r .text)" "--json"
+
 err=$(pl alice send @carol "hello?" 2>&1 >/dev/null) && fail "send to missing user" || ok
 expect_eq "no such user error" "$err" "parley: no such user: @carol"
 
