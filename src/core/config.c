@@ -37,6 +37,7 @@ void config_defaults(struct config *cfg)
     cfg->signup_ip_rate = 0.2;
     cfg->signup_ip_burst = 5;
     cfg->auth_queue_max = 4096;
+    cfg->auth_per_turn = 32;
     cfg->retry_after_ms = 1000;
     cfg->store_max_batch = 1024;
     cfg->store_max_queue = 65536;
@@ -194,6 +195,7 @@ static const struct numkey numkeys[] = {
     NK("ratelimit", "signup_ip_rate", K_DOUBLE, signup_ip_rate, 0.0001, 1e9),
     NK("ratelimit", "signup_ip_burst", K_DOUBLE, signup_ip_burst, 1, 1e9),
     NK("admission", "auth_queue_max", K_UINT, auth_queue_max, 1, 1000000),
+    NK("admission", "auth_per_turn", K_UINT, auth_per_turn, 1, 100000),
     NK("admission", "retry_after_ms", K_UINT, retry_after_ms, 1, 3600000),
     NK("store", "max_batch", K_UINT, store_max_batch, 1, 100000),
     NK("store", "max_queue", K_UINT, store_max_queue, 1, 10000000),

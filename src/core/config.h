@@ -35,7 +35,8 @@ struct config {
     double signup_ip_rate;   /* sign-ups per second per IP address */
     double signup_ip_burst;
     /* [admission] */
-    unsigned auth_queue_max;   /* sign-ups + logins in flight per loop before refusing */
+    unsigned auth_queue_max;   /* sign-ups + logins waiting or in flight per loop before refusing */
+    unsigned auth_per_turn;    /* sign-ups + logins started per loop turn */
     unsigned retry_after_ms;   /* advised wait when refusing for load */
     /* [store] */
     char db_path[512];         /* empty: data_dir/parley.db */

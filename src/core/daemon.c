@@ -142,11 +142,14 @@ static void on_control(uv_async_t *h)
         w->conf = next;
         struct net_limits l = limits_of(&next->cfg);
         net_loop_reload(w->net, next->tls, &l);
+        admission_set_limits(&w->adm, next->cfg.auth_per_turn, next->cfg.auth_queue_max);
     } else if (next) {
         config_ref_drop(next);
     }
     if (stop && !w->stopping) {
         w->stopping = true;
+        admission_close(&w->adm, session_admission_drop);
+        w->adm_open = false;
         net_loop_stop(w->net, on_net_stopped, w);
     }
 }
@@ -166,6 +169,10 @@ static void worker_run(void *arg)
         goto fail;
     if ((rc = router_port_open(server.router, &w->loop, session_deliver, w, &w->router)) != 0)
         goto fail;
+    if ((rc = admission_init(&w->adm, &w->loop, w->conf->cfg.auth_per_turn,
+                             w->conf->cfg.auth_queue_max, session_admitted, w)) != 0)
+        goto fail;
+    w->adm_open = true;
     if ((rc = net_loop_start(&w->loop, w->listen_fd, w->conf->tls, &l, &session_callbacks, w,
                              &w->net)) != 0)
         goto fail;
@@ -177,6 +184,9 @@ fail:
     /* Start-up failed before the loop ran: report it and stop this thread
      * only; the main thread stops the others. */
     w->start_error = rc ? rc : PARLEY_EINTERNAL;
+    if (w->adm_open)
+        admission_close(&w->adm, session_admission_drop);
+    w->adm_open = false;
     if (w->router)
         router_port_close(w->router);
     if (w->store)

@@ -5,6 +5,7 @@
 #ifndef PARLEY_CORE_SERVER_H
 #define PARLEY_CORE_SERVER_H
 
+#include "admission.h"
 #include "common/compiler.h"
 #include "common/u64map.h"
 #include "config.h"
@@ -46,6 +47,8 @@ struct worker {
     bool stopping;                 /* loop-local */
     unsigned in_flight;            /* store requests submitted, callbacks pending */
     unsigned auth_in_flight;       /* sign-ups and logins among them */
+    struct admission adm;          /* sign-ups and logins waiting to start */
+    bool adm_open;
     struct u64map online;          /* user id -> first struct session of that user here */
     struct u64map names;           /* username hash -> struct name_cache_entry */
     int start_error;               /* set by the thread before it signals ready */
@@ -72,6 +75,9 @@ struct server {
 extern const struct net_callbacks session_callbacks;
 void session_deliver(void *arg, uint64_t user_id, uint64_t exclude_device, const uint8_t *frame,
                      size_t len);
+/* Admission callbacks (admission.h) for w->adm. */
+void session_admitted(struct adm_item *it, void *arg);
+void session_admission_drop(struct adm_item *it, void *arg);
 /* Called when a worker is stopping and the last store callback returned. */
 void worker_maybe_finish(struct worker *w);
 

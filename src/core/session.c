@@ -24,6 +24,11 @@
 #define SIGNATURE_LEN 64
 #define SYNC_LIMIT_DEFAULT 100
 #define HISTORY_LIMIT_DEFAULT 50
+/* Bytes of a SyncResponse frame besides its updates (version, ids, pts,
+ * more, tags and lengths, each at its longest), and per update besides the
+ * update itself (its tag and length). */
+#define SYNC_FRAME_OVERHEAD 64
+#define SYNC_UPDATE_OVERHEAD 6
 
 struct session {
     struct net_conn *conn; /* NULL once the connection is gone */
@@ -39,8 +44,9 @@ struct session {
     struct session *prev_online;
 };
 
-/* A request waiting for the store. */
+/* A request waiting for admission or the store. */
 struct op {
+    struct adm_item adm;   /* sign-up, login: while waiting for admission */
     struct store_req req;
     struct session *s;
     uint64_t request_id;
@@ -257,15 +263,54 @@ static bool signature_ok(const uint8_t *sig, const uint8_t *nonce, const uint8_t
     return crypto_sign_verify_detached(sig, msg, sizeof(msg), pubkey) == 0;
 }
 
-/* Admission control: sign-ups and logins beyond the loop's budget are
- * refused at once, so that work for signed-in devices keeps flowing. */
+/* Admission control: sign-ups and logins queue (admission.h) and are let
+ * through a few per loop turn, after that turn's work for signed-in
+ * devices; beyond the queue's capacity (waiting plus at the store) they are
+ * refused at once with BUSY and retry_after, never left to time out. */
 static bool admit_auth(struct session *s, uint64_t id, enum metrics_method m)
 {
-    if (s->w->auth_in_flight < cfg_of(s)->auth_queue_max)
+    if (!admission_full(&s->w->adm, s->w->auth_in_flight))
         return true;
     atomic_fetch_add_explicit(&metrics.admission_refusals, 1, memory_order_relaxed);
     respond_error(s, id, m, PARLEY_EBUSY, cfg_of(s)->retry_after_ms);
     return false;
+}
+
+static void enqueue_auth(struct op *op)
+{
+    op->s->refs++; /* the queue's */
+    admission_push(&op->s->w->adm, &op->adm);
+}
+
+/* An admitted sign-up or login: the costly signature check (sign-up), then
+ * the store. */
+void session_admitted(struct adm_item *it, void *arg)
+{
+    PL_UNUSED(arg);
+    struct op *op = PL_CONTAINER_OF(it, struct op, adm);
+    struct session *s = op->s;
+    if (!s->conn || s->w->stopping) {
+        op_free(op);
+    } else if (op->method == METHOD_SIGNUP &&
+               !signature_ok(op->signature, op->nonce, op->req.in.signup.pubkey)) {
+        atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
+        respond_error(s, op->request_id, op->method, PARLEY_EBAD_SIGNATURE, 0);
+        op_free(op);
+    } else {
+        submit(op);
+    }
+    session_unref(s);
+}
+
+/* A queued sign-up or login of a stopping loop: dropped unanswered, as the
+ * connection is closing with 1001. */
+void session_admission_drop(struct adm_item *it, void *arg)
+{
+    PL_UNUSED(arg);
+    struct op *op = PL_CONTAINER_OF(it, struct op, adm);
+    struct session *s = op->s;
+    op_free(op);
+    session_unref(s);
 }
 
 static void handle_challenge(struct session *s, uint64_t id)
@@ -301,8 +346,7 @@ static void handle_signup(struct session *s, uint64_t id, const Parley__V1__Sign
         respond_error(s, id, m, PARLEY_EBAD_KEY, 0);
         return;
     }
-    if (r->signature.len != SIGNATURE_LEN ||
-        !signature_ok(r->signature.data, s->nonce, r->public_key.data)) {
+    if (r->signature.len != SIGNATURE_LEN) {
         atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
         respond_error(s, id, m, PARLEY_EBAD_SIGNATURE, 0);
         return;
@@ -319,7 +363,11 @@ static void handle_signup(struct session *s, uint64_t id, const Parley__V1__Sign
     op->req.op = STORE_OP_SIGNUP;
     memcpy(op->req.in.signup.username, name, sizeof(name));
     memcpy(op->req.in.signup.pubkey, r->public_key.data, STORE_PUBKEY_LEN);
-    submit(op);
+    /* The signature is checked once admitted, against this nonce (the
+     * connection may ask for a new one meanwhile). */
+    memcpy(op->signature, r->signature.data, SIGNATURE_LEN);
+    memcpy(op->nonce, s->nonce, NONCE_LEN);
+    enqueue_auth(op);
 }
 
 static void signup_done(struct op *op)
@@ -373,7 +421,7 @@ static void handle_auth(struct session *s, uint64_t id, const Parley__V1__AuthRe
     op->req.in.device_id = r->device_id;
     memcpy(op->signature, r->signature.data, SIGNATURE_LEN);
     memcpy(op->nonce, r->nonce.data, NONCE_LEN);
-    submit(op);
+    enqueue_auth(op);
 }
 
 static void auth_done(struct op *op)
@@ -585,20 +633,30 @@ static void sync_done(struct op *op)
     Parley__V1__Message *msgs = xcalloc(n, sizeof(*msgs));
     Parley__V1__Update *ups = xcalloc(n, sizeof(*ups));
     Parley__V1__Update **upp = xcalloc(n, sizeof(*upp));
-    for (size_t i = 0; i < n; i++) {
+    /* A page holds the updates that fit in one frame (at least one, so that
+     * paging goes on): a bigger answer would break the frame limit and could
+     * overflow the send queue, cutting the syncing client off with 1008.
+     * The rest is announced with more. */
+    size_t room = cfg_of(s)->max_frame_bytes - SYNC_FRAME_OVERHEAD, used = 0, fit = 0;
+    for (; fit < n; fit++) {
+        size_t i = fit;
         msg_to_proto(&req->out.msgs[i], &msgs[i]);
         parley__v1__update__init(&ups[i]);
         ups[i].pts = req->out.msgs[i].pts;
         ups[i].kind_case = PARLEY__V1__UPDATE__KIND_NEW_MESSAGE;
         ups[i].new_message = &msgs[i];
         upp[i] = &ups[i];
+        size_t one = parley__v1__update__get_packed_size(&ups[i]) + SYNC_UPDATE_OVERHEAD;
+        if (i > 0 && used + one > room)
+            break;
+        used += one;
     }
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
     Parley__V1__SyncResponse r = PARLEY__V1__SYNC_RESPONSE__INIT;
-    r.n_updates = n;
+    r.n_updates = fit;
     r.updates = upp;
     r.pts = req->out.pts;
-    r.more = req->out.more;
+    r.more = req->out.more || fit < n;
     resp.id = op->request_id;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_SYNC;
     resp.sync = &r;
