@@ -223,7 +223,7 @@ int home_save_account(const char *dir, const struct home_account *a)
     int n = snprintf(buf, sizeof(buf), "server %s\nuser_id %llu\ndevice_id %llu\nusername %s\n",
                      a->server, (unsigned long long)a->user_id, (unsigned long long)a->device_id,
                      a->username);
-    if (n < 0 || (size_t)n >= sizeof(buf) || strchr(a->server, '\n'))
+    if (n < 0 || (size_t)n >= sizeof(buf) || strchr(a->server, '\n') || strchr(a->username, '\n'))
         return PARLEY_EINVAL;
     return save(dir, ACCOUNT_FILE, buf, (size_t)n);
 }
@@ -311,10 +311,15 @@ int home_load_pts(const char *dir, uint64_t *out)
     }
     if (err)
         return err;
+    /* Exactly "PTS\n": a file cut short or holding a NUL is corrupt, not a
+     * smaller position, which would deliver messages a second time. */
     uint64_t v;
-    if (len > 0 && buf[len - 1] == '\n')
+    err = PARLEY_ECONFIG;
+    if (len > 0 && buf[len - 1] == '\n' && strlen(buf) == len) {
         buf[len - 1] = '\0';
-    err = parse_u64(buf, &v) ? 0 : PARLEY_ECONFIG;
+        if (parse_u64(buf, &v))
+            err = 0;
+    }
     free(buf);
     if (!err)
         *out = v;
