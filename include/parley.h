@@ -116,6 +116,7 @@ struct parley_account {
 
 /* Opens the device state in the home directory (created 0700 if missing).
  * Does not connect. Returns 0 and sets *out, or PARLEY_EINVAL (bad URL),
+ * PARLEY_ECONFIG (a state file in the home directory is corrupt),
  * PARLEY_EIO, PARLEY_ENOMEM. */
 PARLEY_API int parley_open(const struct parley_options *opt, struct parley **out);
 

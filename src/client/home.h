@@ -42,7 +42,8 @@ PL_NODISCARD int home_write_file(const char *path, const void *data, size_t len)
 PL_NODISCARD int home_read_file(const char *path, char **out, size_t *len);
 
 /* The account file. load: PARLEY_ENOACCOUNT when missing, PARLEY_ECONFIG
- * when malformed, PARLEY_EIO, PARLEY_ENOMEM. save: PARLEY_EIO. */
+ * when malformed, PARLEY_EIO, PARLEY_ENOMEM. save: PARLEY_EINVAL (a field
+ * too long or holding a newline), PARLEY_EIO. */
 PL_NODISCARD int home_load_account(const char *dir, struct home_account *out);
 PL_NODISCARD int home_save_account(const char *dir, const struct home_account *a);
 
