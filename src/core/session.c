@@ -27,8 +27,8 @@
 /* Bytes of a SyncResponse frame besides its updates (version, ids, pts,
  * more, tags and lengths, each at its longest), and per update besides the
  * update itself (its tag and length). */
-#define SYNC_FRAME_OVERHEAD 64
-#define SYNC_UPDATE_OVERHEAD 6
+#define PAGE_FRAME_OVERHEAD 64
+#define PAGE_ENTRY_OVERHEAD 6
 
 struct session {
     struct net_conn *conn; /* NULL once the connection is gone */
@@ -637,7 +637,7 @@ static void sync_done(struct op *op)
      * paging goes on): a bigger answer would break the frame limit and could
      * overflow the send queue, cutting the syncing client off with 1008.
      * The rest is announced with more. */
-    size_t room = cfg_of(s)->max_frame_bytes - SYNC_FRAME_OVERHEAD, used = 0, fit = 0;
+    size_t room = cfg_of(s)->max_frame_bytes - PAGE_FRAME_OVERHEAD, used = 0, fit = 0;
     for (; fit < n; fit++) {
         size_t i = fit;
         msg_to_proto(&req->out.msgs[i], &msgs[i]);
@@ -646,7 +646,7 @@ static void sync_done(struct op *op)
         ups[i].kind_case = PARLEY__V1__UPDATE__KIND_NEW_MESSAGE;
         ups[i].new_message = &msgs[i];
         upp[i] = &ups[i];
-        size_t one = parley__v1__update__get_packed_size(&ups[i]) + SYNC_UPDATE_OVERHEAD;
+        size_t one = parley__v1__update__get_packed_size(&ups[i]) + PAGE_ENTRY_OVERHEAD;
         if (i > 0 && used + one > room)
             break;
         used += one;
@@ -694,13 +694,20 @@ static void history_done(struct op *op)
     size_t n = req->out.n_msgs;
     Parley__V1__Message *msgs = xcalloc(n, sizeof(*msgs));
     Parley__V1__Message **msgp = xcalloc(n, sizeof(*msgp));
-    for (size_t i = 0; i < n; i++) {
-        msg_to_proto(&req->out.msgs[i], &msgs[i]);
-        msgp[i] = &msgs[i];
+    /* As in sync_done: only what fits in one frame, at least one message;
+     * the client pages on from the oldest one it got. */
+    size_t room = cfg_of(s)->max_frame_bytes - PAGE_FRAME_OVERHEAD, used = 0, fit = 0;
+    for (; fit < n; fit++) {
+        msg_to_proto(&req->out.msgs[fit], &msgs[fit]);
+        msgp[fit] = &msgs[fit];
+        size_t one = parley__v1__message__get_packed_size(&msgs[fit]) + PAGE_ENTRY_OVERHEAD;
+        if (fit > 0 && used + one > room)
+            break;
+        used += one;
     }
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
     Parley__V1__HistoryResponse r = PARLEY__V1__HISTORY_RESPONSE__INIT;
-    r.n_messages = n;
+    r.n_messages = fit;
     r.messages = msgp;
     resp.id = op->request_id;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_HISTORY;

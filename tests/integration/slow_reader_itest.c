@@ -248,6 +248,47 @@ static uint64_t sync_all(struct wsconn *bob, unsigned n, unsigned *pages)
     return server_pts;
 }
 
+/* Pages bob's chat with alice newest first with the largest limit; each
+ * page must fit the frame limit (dial refuses more) and page on from its
+ * oldest message. Returns how many pages it took; asserts all n came, once,
+ * newest first. */
+static unsigned history_all(struct wsconn *bob, unsigned n)
+{
+    uint64_t before = 0;
+    unsigned got = 0, pages = 0;
+    for (;;) {
+        Parley__V1__Request req = PARLEY__V1__REQUEST__INIT;
+        Parley__V1__HistoryRequest hr = PARLEY__V1__HISTORY_REQUEST__INIT;
+        Parley__V1__Peer peer = PARLEY__V1__PEER__INIT;
+        peer.username = "alice";
+        hr.peer = &peer;
+        hr.before_id = before;
+        hr.limit = 1000;
+        req.method_case = PARLEY__V1__REQUEST__METHOD_HISTORY;
+        req.history = &hr;
+        PlFrame *f = call(bob, &req);
+        const Parley__V1__HistoryResponse *r = f->response->history;
+        pages++;
+        if (r->n_messages == 0) {
+            frame_free(f);
+            break;
+        }
+        for (size_t k = 0; k < r->n_messages; k++) {
+            const Parley__V1__Message *m = r->messages[k];
+            char want[TEXT_BYTES];
+            make_text(want, n - got);
+            assert_int_equal(m->text.len, TEXT_BYTES);
+            assert_memory_equal(m->text.data, want, TEXT_BYTES);
+            assert_true(before == 0 || m->id < before);
+            before = m->id;
+            got++;
+        }
+        frame_free(f);
+    }
+    assert_int_equal(got, n);
+    return pages;
+}
+
 /* Bob signs up and then stops reading. Alice sends large messages until the
  * server cuts bob off; every send succeeds, and a third client is served
  * throughout. Bob then finds the 1008 close after what was already on its
@@ -308,6 +349,9 @@ static void test_slow_reader_cut_off_with_1008_then_resyncs_by_pts(void **state)
     assert_false(f->response->sync->more);
     assert_int_equal(f->response->sync->pts, sent);
     frame_free(f);
+
+    /* History pages too hold only what fits in one frame. */
+    assert_true(history_all(bob, sent) > 2);
 
     /* Live again: alice's next message arrives as a push with the next pts. */
     alice_sends(alice, text, ++sent);
