@@ -11,6 +11,7 @@ set(MODULE_LIB_net pl_net)
 set(MODULE_LIB_core pl_core)
 set(MODULE_LIB_router pl_core)
 set(MODULE_LIB_client pl_client_obj)
+set(MODULE_LIB_bench pl_bench)
 
 file(GLOB UNIT_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/*/*_test.c)
 foreach(t ${UNIT_TESTS})

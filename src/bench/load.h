@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/* The two load engines the scenarios are made of, driven from a phase's
+ * tick: signload starts sign-ups on fresh connections (open loop at a rate,
+ * or a fixed number in flight); msgload runs pairs of signed-in clients
+ * messaging each other (closed loop with a window, or open loop at a rate)
+ * and checks every message end to end. */
+#ifndef PARLEY_BENCH_LOAD_H
+#define PARLEY_BENCH_LOAD_H
+
+#include "bench.h"
+
+/* Sign-ups */
+
+struct signload_stats {
+    uint64_t started, accepted, timeouts, errors;
+    uint64_t refused_retry;   /* RATE_LIMITED/BUSY carrying retry_after_ms */
+    uint64_t refused_noretry; /* RATE_LIMITED/BUSY without it: a server bug */
+    uint64_t skipped;         /* open loop: not started, too many in flight */
+    uint64_t by_code[BENCH_ERR_CODES];
+    struct hist latency;      /* connect to signed up, accepted ones */
+};
+
+struct attempt;
+
+struct signload {
+    struct bench *b;
+    struct signload_stats st;
+    double rate;          /* per second; 0: keep max_inflight in flight */
+    size_t max_inflight;
+    bool running;         /* starting new sign-ups */
+    int64_t t0_us;
+    int64_t pause_until_us; /* closed loop: a refusal's retry_after */
+    size_t inflight;      /* connections not yet closed */
+    struct attempt *head;
+};
+
+void signload_init(struct signload *s, struct bench *b, double rate, size_t max_inflight);
+void signload_start(struct signload *s);
+void signload_tick(struct signload *s);
+/* Starts no more; those in flight finish or time out. */
+void signload_stop(struct signload *s);
+/* Closes what is in flight; call bench_drain_loop after. */
+void signload_abort(struct signload *s);
+
+/* Messages */
+
+#define MSGLOAD_PHASES 3
+
+struct mclient;
+
+struct msgload {
+    struct bench *b;
+    struct mclient *mc;
+    size_t n;              /* 2 * pairs */
+    double rate;           /* total per second; 0: closed loop */
+    unsigned window;       /* most messages in flight per client */
+    unsigned size;         /* text bytes */
+    bool sending;
+    int64_t t0_us;
+    uint64_t slots;        /* open loop: send slots scheduled so far */
+    size_t rr;             /* open loop: next client */
+    unsigned nphases;
+    int64_t phase_start_us[MSGLOAD_PHASES];
+    struct hist *phase_hist[MSGLOAD_PHASES]; /* by send time */
+    struct hist *latency;  /* all */
+    uint64_t sent, acked, delivered, delivered_in_window, duplicates, failed;
+    uint64_t capped;       /* open loop: skipped, the client had window in flight */
+    uint64_t unexpected;   /* pushes that are not one of ours */
+    uint64_t conn_lost;    /* clients whose connection dropped */
+    uint64_t by_code[BENCH_ERR_CODES];
+};
+
+/* Signs up 2 * pairs clients, kept connected; returns 0 or PARLEY_ECONNECT
+ * (not all came up; ds says why). */
+PL_NODISCARD int msgload_setup(struct msgload *m, struct bench *b, unsigned pairs,
+                               struct drive_stats *ds);
+/* Starts the window now; a closed loop sends each client's first window. */
+void msgload_begin(struct msgload *m, double rate, unsigned window, unsigned size);
+/* A new latency phase begins now (at most MSGLOAD_PHASES, counting the
+ * first from msgload_begin). */
+void msgload_next_phase(struct msgload *m);
+void msgload_tick(struct msgload *m);
+void msgload_stop(struct msgload *m);
+uint64_t msgload_inflight(const struct msgload *m);
+uint64_t msgload_lost(const struct msgload *m);
+/* Closes every connection and frees everything. */
+void msgload_free(struct msgload *m);
+
+#endif
