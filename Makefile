@@ -4,13 +4,14 @@
 #   make run      install what is missing, build, start parleyd on 127.0.0.1
 #   make check    build, run every test (normal, sanitizers, fuzzers)
 #   make install PREFIX=/usr/local
+#   make bench    build, run a short parley-bench suite against a fresh parleyd
 
 PREFIX ?= /usr/local
 JOBS ?= $(shell nproc)
 BUILD_TYPE ?= RelWithDebInfo
 CMAKE_FLAGS ?=
 
-.PHONY: all build run check deps install clean format
+.PHONY: all build run check deps install clean format bench
 
 all: build
 
@@ -28,6 +29,9 @@ run: deps build
 
 check: deps
 	@tests/harness/check.sh
+
+bench: build
+	@scripts/bench.sh
 
 install: build
 	@cmake --install build --prefix $(PREFIX)

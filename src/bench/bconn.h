@@ -23,9 +23,9 @@
 /* Where every connection of a run goes; shared, read-only once set up. */
 struct bconn_target {
     struct sockaddr_storage addr;
-    char host[80];      /* the Host header: "127.0.0.1:PORT" or "[::1]:PORT" */
-    SSL_CTX *ssl_ctx;   /* NULL for plaintext */
-    size_t max_frame;   /* largest message accepted from the server */
+    char host[80];    /* the Host header: "127.0.0.1:PORT" or "[::1]:PORT" */
+    SSL_CTX *ssl_ctx; /* NULL for plaintext */
+    size_t max_frame; /* largest message accepted from the server */
 };
 
 struct bconn;
@@ -47,10 +47,10 @@ struct bconn_ops {
 enum bconn_state {
     BCONN_IDLE = 0,
     BCONN_CONNECTING,
-    BCONN_TLS,      /* TLS handshake */
-    BCONN_UPGRADE,  /* HTTP upgrade sent, waiting for 101 */
-    BCONN_OPEN,     /* WebSocket up */
-    BCONN_CLOSING,  /* uv_close issued */
+    BCONN_TLS,     /* TLS handshake */
+    BCONN_UPGRADE, /* HTTP upgrade sent, waiting for 101 */
+    BCONN_OPEN,    /* WebSocket up */
+    BCONN_CLOSING, /* uv_close issued */
 };
 
 struct bconn {
@@ -66,14 +66,14 @@ struct bconn {
     http_parser hp;
     const uint8_t *rd; /* bytes wslay has still to read during ws_input */
     size_t rd_len;
-    char hdr_name[16];  /* the upgrade response header being read, lower case */
+    char hdr_name[16]; /* the upgrade response header being read, lower case */
     size_t hdr_name_len;
-    bool in_recv;       /* inside wslay_event_recv: sends are flushed after it */
+    bool in_recv; /* inside wslay_event_recv: sends are flushed after it */
     /* Why the connection ended: 0 while open; a negative PARLEY_E*. */
     int err;
-    int http_status;          /* status of the upgrade response, 0 before */
-    uint32_t retry_after_ms;  /* Retry-After of a 429/503 upgrade answer */
-    uint16_t close_code;      /* WebSocket close code from the server, 0 if none */
+    int http_status;         /* status of the upgrade response, 0 before */
+    uint32_t retry_after_ms; /* Retry-After of a 429/503 upgrade answer */
+    uint16_t close_code;     /* WebSocket close code from the server, 0 if none */
 };
 
 /* Starts connecting c (memory owned by the caller, not moved until

@@ -24,7 +24,7 @@ struct bench_opts {
     const char *config_name; /* reported as given, or NULL */
     bool json;
     const char *scenario;
-    double rate;             /* per second; 0: closed loop / --max */
+    double rate; /* per second; 0: closed loop / --max */
     bool max;
     unsigned concurrency;
     double duration_s;
@@ -37,8 +37,8 @@ struct bench_opts {
     bool tls;
     unsigned accounts;
     double ping_interval_s;
-    unsigned timeout_ms;     /* a sign-up, login or request without answer after this failed */
-    unsigned drain_ms;       /* after a window: how long to wait for what is in flight */
+    unsigned timeout_ms; /* a sign-up, login or request without answer after this failed */
+    unsigned drain_ms;   /* after a window: how long to wait for what is in flight */
 };
 
 /* Server figures read from /proc. */
@@ -58,8 +58,8 @@ struct bench {
     uint64_t fd_limit;     /* the open-file soft limit after raising it */
     uv_timer_t tick;       /* the phase's periodic work */
     void (*on_tick)(struct bench *b);
-    bool stopping;         /* SIGINT: end the window now */
-    void *scenario_mem;    /* the scenario's state, until scenario_free */
+    bool stopping;      /* SIGINT: end the window now */
+    void *scenario_mem; /* the scenario's state, until scenario_free */
 };
 
 /* Headline figures every scenario reports. */
@@ -89,10 +89,10 @@ void bench_drain_loop(struct bench *b);
  * it once done. Returns how many are up; the figures go to *st. */
 struct drive_stats {
     uint64_t attempts, ready, failed, timeouts;
-    uint64_t refused_retry;    /* RATE_LIMITED or BUSY with retry_after_ms */
-    uint64_t refused_noretry;  /* RATE_LIMITED or BUSY without: a server bug */
+    uint64_t refused_retry;   /* RATE_LIMITED or BUSY with retry_after_ms */
+    uint64_t refused_noretry; /* RATE_LIMITED or BUSY without: a server bug */
     uint64_t by_code[BENCH_ERR_CODES];
-    struct hist *latency;      /* connect to authenticated; may be NULL */
+    struct hist *latency; /* connect to authenticated; may be NULL */
 };
 size_t drive_clients(struct bench *b, struct client **clients, size_t n, enum client_mode mode,
                      bool keep, unsigned concurrency, unsigned max_attempts, double limit_s,

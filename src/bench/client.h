@@ -66,10 +66,10 @@ struct client {
     size_t slot;          /* for the setup driver */
     enum client_mode mode;
     enum client_state state;
-    bool reported;        /* on_ready has run */
-    bool live;            /* between a successful client_start and on_closed */
-    int64_t started_us;   /* when the connection began */
-    int64_t deadline_us;  /* the scenario's own timeout for what it waits on */
+    bool reported;       /* on_ready has run */
+    bool live;           /* between a successful client_start and on_closed */
+    int64_t started_us;  /* when the connection began */
+    int64_t deadline_us; /* the scenario's own timeout for what it waits on */
 };
 
 /* Connects and signs up or authenticates acct; see the callbacks for what

@@ -52,7 +52,8 @@ json_t *bench_codes_json(const uint64_t *by_code)
     json_t *o = json_object();
     for (unsigned i = 0; i < BENCH_ERR_CODES; i++) {
         if (by_code[i])
-            json_object_set_new(o, err_name(err_from_wire(i)), json_integer((json_int_t)by_code[i]));
+            json_object_set_new(o, err_name(err_from_wire(i)),
+                                json_integer((json_int_t)by_code[i]));
     }
     return o;
 }

@@ -1,16 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /* A latency histogram with bounded memory: log-linear buckets over
  * microseconds, exact below 128 us and within 1/64 (1.6 %) above, up to
- * about 25 days. Recording is O(1) and never allocates; percentiles are read
+ * about 50 days. Recording is O(1) and never allocates; percentiles are read
  * from the buckets, min, max and mean are exact. Single-threaded. */
 #ifndef PARLEY_BENCH_HIST_H
 #define PARLEY_BENCH_HIST_H
 
 #include <stdint.h>
 
-#define HIST_SUB_BITS 6                       /* 64 linear sub-buckets per power of two */
+#define HIST_SUB_BITS 6 /* 64 linear sub-buckets per power of two */
 #define HIST_SUB (1u << HIST_SUB_BITS)
-#define HIST_MAX_MSB 41                       /* values above 2^42 - 1 us are clamped */
+#define HIST_MAX_MSB 41 /* values above 2^42 - 1 us are clamped */
 #define HIST_BUCKETS ((HIST_MAX_MSB - HIST_SUB_BITS + 2) * HIST_SUB)
 #define HIST_VALUE_MAX ((UINT64_C(1) << (HIST_MAX_MSB + 1)) - 1)
 

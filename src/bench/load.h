@@ -17,7 +17,7 @@ struct signload_stats {
     uint64_t refused_noretry; /* RATE_LIMITED/BUSY without it: a server bug */
     uint64_t skipped;         /* open loop: not started, too many in flight */
     uint64_t by_code[BENCH_ERR_CODES];
-    struct hist latency;      /* connect to signed up, accepted ones */
+    struct hist latency; /* connect to signed up, accepted ones */
 };
 
 struct attempt;
@@ -25,12 +25,12 @@ struct attempt;
 struct signload {
     struct bench *b;
     struct signload_stats st;
-    double rate;          /* per second; 0: keep max_inflight in flight */
+    double rate; /* per second; 0: keep max_inflight in flight */
     size_t max_inflight;
-    bool running;         /* starting new sign-ups */
+    bool running; /* starting new sign-ups */
     int64_t t0_us;
     int64_t pause_until_us; /* closed loop: a refusal's retry_after */
-    size_t inflight;      /* connections not yet closed */
+    size_t inflight;        /* connections not yet closed */
     struct attempt *head;
 };
 
@@ -51,22 +51,22 @@ struct mclient;
 struct msgload {
     struct bench *b;
     struct mclient *mc;
-    size_t n;              /* 2 * pairs */
-    double rate;           /* total per second; 0: closed loop */
-    unsigned window;       /* most messages in flight per client */
-    unsigned size;         /* text bytes */
+    size_t n;        /* 2 * pairs */
+    double rate;     /* total per second; 0: closed loop */
+    unsigned window; /* most messages in flight per client */
+    unsigned size;   /* text bytes */
     bool sending;
     int64_t t0_us;
-    uint64_t slots;        /* open loop: send slots scheduled so far */
-    size_t rr;             /* open loop: next client */
+    uint64_t slots; /* open loop: send slots scheduled so far */
+    size_t rr;      /* open loop: next client */
     unsigned nphases;
     int64_t phase_start_us[MSGLOAD_PHASES];
     struct hist *phase_hist[MSGLOAD_PHASES]; /* by send time */
-    struct hist *latency;  /* all */
+    struct hist *latency;                    /* all */
     uint64_t sent, acked, delivered, delivered_in_window, duplicates, failed;
-    uint64_t capped;       /* open loop: skipped, the client had window in flight */
-    uint64_t unexpected;   /* pushes that are not one of ours */
-    uint64_t conn_lost;    /* clients whose connection dropped */
+    uint64_t capped;     /* open loop: skipped, the client had window in flight */
+    uint64_t unexpected; /* pushes that are not one of ours */
+    uint64_t conn_lost;  /* clients whose connection dropped */
     uint64_t by_code[BENCH_ERR_CODES];
 };
 

@@ -26,11 +26,11 @@ struct mclient {
     struct msgload *m;
     uint32_t idx;
     struct mclient *partner;
-    uint64_t next_seq;  /* sequence numbers sent so far */
-    uint64_t inflight;  /* sent, neither received by the partner nor refused */
-    uint64_t *seen;     /* bit s: the partner's message s arrived */
+    uint64_t next_seq; /* sequence numbers sent so far */
+    uint64_t inflight; /* sent, neither received by the partner nor refused */
+    uint64_t *seen;    /* bit s: the partner's message s arrived */
     size_t seen_words;
-    uint8_t *text;      /* a scratch text of m->size bytes */
+    uint8_t *text; /* a scratch text of m->size bytes */
 };
 
 static bool seen_test_and_set(struct mclient *r, uint64_t seq)
@@ -207,8 +207,8 @@ int msgload_setup(struct msgload *m, struct bench *b, unsigned pairs, struct dri
         c->cl.acct = &c->acct;
         cls[i] = &c->cl;
     }
-    size_t up = drive_clients(b, cls, m->n, CLIENT_SIGNUP, true, SETUP_CONCURRENCY,
-                              SETUP_ATTEMPTS, SETUP_LIMIT_S, ds);
+    size_t up = drive_clients(b, cls, m->n, CLIENT_SIGNUP, true, SETUP_CONCURRENCY, SETUP_ATTEMPTS,
+                              SETUP_LIMIT_S, ds);
     free(cls);
     for (size_t i = 0; i < m->n; i++) {
         m->mc[i].cl.owner = &m->mc[i];

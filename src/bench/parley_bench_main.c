@@ -158,9 +158,26 @@ static int parse_server(const char *url, struct bconn_target *t, bool *tls)
 }
 
 enum {
-    OPT_SERVER = 256, OPT_SERVER_PID, OPT_CONFIG, OPT_JSON, OPT_RATE, OPT_MAX, OPT_CONC,
-    OPT_DURATION, OPT_PAIRS, OPT_WINDOW, OPT_SIZE, OPT_SIGNUP_RATE, OPT_CONNS, OPT_HOLD, OPT_TLS,
-    OPT_ACCOUNTS, OPT_PING, OPT_TIMEOUT, OPT_DRAIN, OPT_HELP,
+    OPT_SERVER = 256,
+    OPT_SERVER_PID,
+    OPT_CONFIG,
+    OPT_JSON,
+    OPT_RATE,
+    OPT_MAX,
+    OPT_CONC,
+    OPT_DURATION,
+    OPT_PAIRS,
+    OPT_WINDOW,
+    OPT_SIZE,
+    OPT_SIGNUP_RATE,
+    OPT_CONNS,
+    OPT_HOLD,
+    OPT_TLS,
+    OPT_ACCOUNTS,
+    OPT_PING,
+    OPT_TIMEOUT,
+    OPT_DRAIN,
+    OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -191,8 +208,15 @@ static const struct option long_opts[] = {
 static int parse_args(int argc, char **argv, struct bench_opts *o, bool *rate_set)
 {
     *o = (struct bench_opts){
-        .concurrency = 64, .duration_s = 10, .pairs = 0, .window = 0, .size = 100,
-        .conns = 1000, .hold_s = 10, .ping_interval_s = 5, .timeout_ms = 10000,
+        .concurrency = 64,
+        .duration_s = 10,
+        .pairs = 0,
+        .window = 0,
+        .size = 100,
+        .conns = 1000,
+        .hold_s = 10,
+        .ping_interval_s = 5,
+        .timeout_ms = 10000,
         .drain_ms = 3000,
     };
     *rate_set = false;
@@ -203,29 +227,68 @@ static int parse_args(int argc, char **argv, struct bench_opts *o, bool *rate_se
         const char *a = optarg;
         int rc = 0;
         switch (c) {
-        case OPT_SERVER: o->server_url = a; break;
+        case OPT_SERVER:
+            o->server_url = a;
+            break;
         case OPT_SERVER_PID:
             rc = parse_uint(a, 1, 4194304, &pid);
             o->server_pid = (int)pid;
             break;
-        case OPT_CONFIG: o->config_name = a; break;
-        case OPT_JSON: o->json = true; break;
-        case OPT_RATE: rc = parse_double(a, 0.001, 1e6, &o->rate); *rate_set = true; break;
-        case OPT_MAX: o->max = true; break;
-        case OPT_CONC: rc = parse_uint(a, 1, 100000, &o->concurrency); break;
-        case OPT_DURATION: rc = parse_double(a, 0.1, BENCH_MAX_DURATION_S, &o->duration_s); break;
-        case OPT_PAIRS: rc = parse_uint(a, 1, 9000, &o->pairs); break;
-        case OPT_WINDOW: rc = parse_uint(a, 1, 100000, &o->window); break;
-        case OPT_SIZE: rc = parse_uint(a, 1, 4096, &o->size); break;
-        case OPT_SIGNUP_RATE: rc = parse_double(a, 0.001, 1e5, &o->signup_rate); break;
-        case OPT_CONNS: rc = parse_uint(a, 1, 1000000, &o->conns); break;
-        case OPT_HOLD: rc = parse_double(a, 0.1, BENCH_MAX_DURATION_S, &o->hold_s); break;
-        case OPT_TLS: o->tls = true; break;
-        case OPT_ACCOUNTS: rc = parse_uint(a, 1, 100000, &o->accounts); break;
-        case OPT_PING: rc = parse_double(a, 0.05, 3600, &o->ping_interval_s); break;
-        case OPT_TIMEOUT: rc = parse_uint(a, 10, 600000, &o->timeout_ms); break;
-        case OPT_DRAIN: rc = parse_uint(a, 0, 600000, &o->drain_ms); break;
-        case OPT_HELP: usage(stdout); exit(0);
+        case OPT_CONFIG:
+            o->config_name = a;
+            break;
+        case OPT_JSON:
+            o->json = true;
+            break;
+        case OPT_RATE:
+            rc = parse_double(a, 0.001, 1e6, &o->rate);
+            *rate_set = true;
+            break;
+        case OPT_MAX:
+            o->max = true;
+            break;
+        case OPT_CONC:
+            rc = parse_uint(a, 1, 100000, &o->concurrency);
+            break;
+        case OPT_DURATION:
+            rc = parse_double(a, 0.1, BENCH_MAX_DURATION_S, &o->duration_s);
+            break;
+        case OPT_PAIRS:
+            rc = parse_uint(a, 1, 9000, &o->pairs);
+            break;
+        case OPT_WINDOW:
+            rc = parse_uint(a, 1, 100000, &o->window);
+            break;
+        case OPT_SIZE:
+            rc = parse_uint(a, 1, 4096, &o->size);
+            break;
+        case OPT_SIGNUP_RATE:
+            rc = parse_double(a, 0.001, 1e5, &o->signup_rate);
+            break;
+        case OPT_CONNS:
+            rc = parse_uint(a, 1, 1000000, &o->conns);
+            break;
+        case OPT_HOLD:
+            rc = parse_double(a, 0.1, BENCH_MAX_DURATION_S, &o->hold_s);
+            break;
+        case OPT_TLS:
+            o->tls = true;
+            break;
+        case OPT_ACCOUNTS:
+            rc = parse_uint(a, 1, 100000, &o->accounts);
+            break;
+        case OPT_PING:
+            rc = parse_double(a, 0.05, 3600, &o->ping_interval_s);
+            break;
+        case OPT_TIMEOUT:
+            rc = parse_uint(a, 10, 600000, &o->timeout_ms);
+            break;
+        case OPT_DRAIN:
+            rc = parse_uint(a, 0, 600000, &o->drain_ms);
+            break;
+        case OPT_HELP:
+            usage(stdout);
+            exit(0);
         default:
             usage(stderr);
             return bad("unknown option or missing value: %s", argv[optind - 1]);
@@ -346,7 +409,8 @@ static void print_value(const char *key, json_t *v)
         json_t *sub;
         if (json_object_size(v) == 0)
             printf("  %-32s -\n", key);
-        json_object_foreach(v, k, sub) {
+        json_object_foreach(v, k, sub)
+        {
             char name[128];
             snprintf(name, sizeof(name), "%s.%s", key, k);
             print_value(name, sub);
@@ -370,7 +434,8 @@ static void print_table(json_t *o)
     const char *k;
     json_t *v;
     printf("parley-bench %s\n", json_string_value(json_object_get(o, "scenario")));
-    json_object_foreach(o, k, v) {
+    json_object_foreach(o, k, v)
+    {
         if (strcmp(k, "scenario") != 0)
             print_value(k, v);
     }

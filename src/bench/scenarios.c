@@ -143,7 +143,8 @@ static void signup_tick(struct bench *b)
 int scenario_signup(struct bench *b, struct bench_result *r, json_t *extra)
 {
     struct signup_run *run = xcalloc(1, sizeof(*run));
-    size_t cap = b->opt.max ? b->opt.concurrency : (size_t)(b->fd_limit > 256 ? b->fd_limit - 128 : 128);
+    size_t cap =
+        b->opt.max ? b->opt.concurrency : (size_t)(b->fd_limit > 256 ? b->fd_limit - 128 : 128);
     signload_init(&run->s, b, b->opt.max ? 0 : b->opt.rate, cap);
     cur = run;
     server_stat(b, &r->before);
@@ -187,8 +188,8 @@ static void msgs_tick(struct bench *b)
         run->ended = true;
         run->t_end = now;
     }
-    if (run->ended && (msgload_inflight(&run->m) == 0 ||
-                       now - run->t_end > (int64_t)b->opt.drain_ms * 1000))
+    if (run->ended &&
+        (msgload_inflight(&run->m) == 0 || now - run->t_end > (int64_t)b->opt.drain_ms * 1000))
         bench_phase_end(b);
 }
 
@@ -317,7 +318,7 @@ int scenario_surge(struct bench *b, struct bench_result *r, json_t *extra)
 
 struct idle_run {
     struct client **cls;
-    int64_t *ping_at_us;  /* when each connection pings next */
+    int64_t *ping_at_us;   /* when each connection pings next */
     int64_t *ping_sent_us; /* the outstanding ping's send time, 0: none */
     size_t n;
     struct hist rtt;
@@ -502,8 +503,8 @@ int scenario_idle(struct bench *b, struct bench_result *r, json_t *extra)
     if (r->before.ok && mid.ok) {
         set_int(extra, "rss_before_kib", r->before.rss_kib);
         set_int(extra, "rss_connected_kib", mid.rss_kib);
-        double per = connected ? ((double)mid.rss_kib - (double)r->before.rss_kib) / (double)connected
-                               : 0;
+        double per =
+            connected ? ((double)mid.rss_kib - (double)r->before.rss_kib) / (double)connected : 0;
         set_real(extra, "rss_per_conn_kib", per);
     } else {
         json_object_set_new(extra, "rss_per_conn_kib", json_null());
