@@ -30,7 +30,8 @@ struct mclient {
     uint64_t inflight; /* sent, neither received by the partner nor refused */
     uint64_t *seen;    /* bit s: the partner's message s arrived */
     size_t seen_words;
-    uint8_t *text; /* a scratch text of m->size bytes */
+    uint8_t *text;          /* a scratch text of m->size bytes */
+    int64_t pause_until_us; /* after a refusal: no sends before this */
 };
 
 static bool seen_test_and_set(struct mclient *r, uint64_t seq)
@@ -130,7 +131,7 @@ static void on_message(struct mclient *r, const Parley__V1__Message *msg)
     hist_record(m->phase_hist[phase_of(m, sent_us)], lat);
     if (s->inflight > 0)
         s->inflight--;
-    if (m->sending && m->rate == 0) {
+    if (m->sending && m->rate == 0 && now >= s->pause_until_us) {
         while (s->inflight < m->window && s->cl.state == CLIENT_READY) {
             if (send_one(s) != 0)
                 break;
@@ -162,6 +163,10 @@ static void mc_frame(struct client *cl, const PlFrame *f)
             m->failed++;
             if (c->inflight > 0)
                 c->inflight--;
+            /* The closed loop tops the window up from the tick, after the
+             * wait the server asked for. */
+            c->pause_until_us =
+                bench_now_us() + (int64_t)PL_MAX(r->error->retry_after_ms, 1u) * 1000;
         }
         return;
     }
@@ -243,11 +248,31 @@ void msgload_next_phase(struct msgload *m)
         m->phase_start_us[m->nphases++] = bench_now_us();
 }
 
+/* Closed loop: refills windows that a refused send left short. */
+static void refill(struct msgload *m, int64_t now)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        struct mclient *c = &m->mc[i];
+        if (c->pause_until_us == 0 || now < c->pause_until_us)
+            continue;
+        c->pause_until_us = 0;
+        while (c->inflight < m->window && c->cl.state == CLIENT_READY) {
+            if (send_one(c) != 0)
+                break;
+        }
+    }
+}
+
 void msgload_tick(struct msgload *m)
 {
-    if (!m->sending || m->rate <= 0 || m->n == 0)
+    if (!m->sending || m->n == 0)
         return;
-    uint64_t due = (uint64_t)(m->rate * (double)(bench_now_us() - m->t0_us) / 1e6);
+    int64_t now = bench_now_us();
+    if (m->rate <= 0) {
+        refill(m, now);
+        return;
+    }
+    uint64_t due = (uint64_t)(m->rate * (double)(now - m->t0_us) / 1e6);
     while (m->slots < due) {
         m->slots++;
         struct mclient *c = &m->mc[m->rr];
