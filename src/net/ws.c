@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* WebSocket streams on wslay's event API. wslay reassembles fragments,
  * answers pings and closes, and enforces max_frame (closing with 1009);
- * this file adds parley's policy: binary only (text closes with 1003). */
+ * this file adds parley's policy: binary only (text closes with 1003), and
+ * makes every protocol error close with 1002. */
 #include "net/ws.h"
 
 #include "common/err.h"
@@ -48,6 +49,27 @@ static void on_frame_start(wslay_event_context_ptr ctx,
     /* Refuse text at its first frame rather than buffer a whole message. */
     if (arg->opcode == WSLAY_TEXT_FRAME)
         net__ws_close(user_data, WSLAY_CODE_UNSUPPORTED_DATA, "binary frames only");
+    /* A close body is empty or starts with a 2-byte code (RFC 6455 5.5.1);
+     * wslay would take a single byte as no code and echo an empty close. */
+    if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1)
+        net__ws_close(user_data, WSLAY_CODE_PROTOCOL_ERROR, NULL);
+}
+
+/* wslay's frame parser refuses a bad header (a control frame that is
+ * fragmented or over 125 bytes, a length not in its shortest form or with
+ * the top bit set) by queueing a close without a code, where RFC 6455 7.4.1
+ * and docs/PROTOCOL.md say 1002. That close is never sent: this one is
+ * written instead, which is safe between wslay calls since on_send takes
+ * every byte, so wslay never leaves a frame half-written. */
+static void fail_protocol(struct net_ws *ws)
+{
+    static const uint8_t close_1002[] = {0x88, 0x02, 0x03, 0xea}; /* FIN|close, 2 bytes, 1002 */
+    if (ws->close_code == 0 && wslay_event_get_write_enabled(ws->ctx)) {
+        ws->close_code = WSLAY_CODE_PROTOCOL_ERROR;
+        ws->h->on_output(ws->arg, close_1002, sizeof(close_1002));
+    }
+    wslay_event_shutdown_read(ws->ctx);
+    wslay_event_shutdown_write(ws->ctx);
 }
 
 static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
@@ -94,6 +116,11 @@ void net__ws_feed(struct net_ws *ws, const uint8_t *data, size_t len)
     while (ws->in_len > 0 && wslay_event_get_read_enabled(ws->ctx)) {
         size_t before = ws->in_len;
         int rv = wslay_event_recv(ws->ctx);
+        /* Our recv callback never fails, so this is a malformed header. */
+        if (rv == WSLAY_ERR_CALLBACK_FAILURE) {
+            fail_protocol(ws);
+            break;
+        }
         if (rv != 0)
             wslay_event_shutdown_read(ws->ctx);
         net__ws_flush(ws);
