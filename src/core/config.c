@@ -41,6 +41,7 @@ void config_defaults(struct config *cfg)
     cfg->retry_after_ms = 1000;
     cfg->store_max_batch = 1024;
     cfg->store_max_queue = 65536;
+    cfg->store_user_cache = 1u << 20;
 }
 
 bool config_is_loopback(const char *host)
@@ -199,6 +200,7 @@ static const struct numkey numkeys[] = {
     NK("admission", "retry_after_ms", K_UINT, retry_after_ms, 1, 3600000),
     NK("store", "max_batch", K_UINT, store_max_batch, 1, 100000),
     NK("store", "max_queue", K_UINT, store_max_queue, 1, 10000000),
+    NK("store", "user_cache", K_UINT, store_user_cache, 1, 100000000),
 };
 
 static int on_key(void *user, const char *section, const char *name, const char *value)

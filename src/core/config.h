@@ -42,6 +42,7 @@ struct config {
     char db_path[512];         /* empty: data_dir/parley.db */
     unsigned store_max_batch;
     unsigned store_max_queue;
+    unsigned store_user_cache; /* users whose name and pts the store writer keeps in memory */
 };
 
 /* Fills defaults. */

@@ -26,6 +26,7 @@ struct store_config {
     const char *path;          /* database file; created if missing */
     unsigned max_batch;        /* most requests per transaction; 0: 1024 */
     unsigned max_queue;        /* queued requests beyond this are refused; 0: 65536 */
+    unsigned user_cache;       /* users whose name and pts the writer keeps; 0: 2^20 */
 };
 
 /* One message row as seen from one account's log. Strings point into the

@@ -7,6 +7,8 @@
 #include "common/err.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "common/text.h"
+#include "common/u64map.h"
 
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -22,6 +24,7 @@
 #define SCHEMA_VERSION 1
 #define DEFAULT_MAX_BATCH 1024
 #define DEFAULT_MAX_QUEUE 65536
+#define DEFAULT_USER_CACHE (1u << 20)
 #define BUSY_TIMEOUT_MS 5000
 /* Largest text accepted: the protocol's character limit in 4-byte UTF-8. */
 #define TEXT_MAX_BYTES ((size_t)PARLEY_TEXT_MAX_CHARS * 4)
@@ -79,8 +82,7 @@ enum stmt_id {
     ST_ROLLBACK_TO,
     ST_USER_INSERT,
     ST_USER_BY_NAME,
-    ST_USER_BY_ID,
-    ST_USER_BUMP,
+    ST_USER_LOAD,
     ST_DEVICE_INSERT,
     ST_DEVICE_GET,
     ST_DEVICE_SYNC_PTS,
@@ -102,10 +104,13 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ROLLBACK_TO] = "ROLLBACK TO req",
     [ST_USER_INSERT] = "INSERT INTO users (username, created) VALUES (?1, ?2)",
     [ST_USER_BY_NAME] = "SELECT id FROM users WHERE username = ?1",
-    [ST_USER_BY_ID] = "SELECT username, pts FROM users WHERE id = ?1",
-    [ST_USER_BUMP] = "UPDATE users SET pts = pts + 1 WHERE id = ?1 RETURNING pts",
+    /* A user's pts is the last of its update log; users.pts is a floor
+     * for it, kept for logs whose newest rows are ever deleted. */
+    [ST_USER_LOAD] = "SELECT u.username, max(u.pts, coalesce("
+                     "(SELECT max(p.pts) FROM updates p WHERE p.user_id = u.id), 0))"
+                     " FROM users u WHERE u.id = ?1",
     [ST_DEVICE_INSERT] = "INSERT INTO devices (user_id, pubkey, created) VALUES (?1, ?2, ?3)",
-    [ST_DEVICE_GET] = "SELECT d.user_id, u.username, d.pubkey, u.pts FROM devices d"
+    [ST_DEVICE_GET] = "SELECT d.user_id, u.username, d.pubkey FROM devices d"
                       " JOIN users u ON u.id = d.user_id WHERE d.id = ?1",
     [ST_DEVICE_SYNC_PTS] = "UPDATE devices SET sync_pts = ?3"
                            " WHERE id = ?1 AND user_id = ?2 AND sync_pts < ?3",
@@ -143,6 +148,13 @@ struct scratch {
     size_t cap;
 };
 
+/* What the writer knows of a user: the name and the pts of the newest
+ * committed update, so that a send costs no user lookups or updates. */
+struct user_entry {
+    uint64_t pts;
+    char name[USERNAME_MAX + 1];
+};
+
 struct store {
     sqlite3 *db;                  /* used only by the writer thread once it runs */
     sqlite3_stmt *stmt[ST_COUNT]; /* prepared once, reset after each use */
@@ -160,6 +172,8 @@ struct store {
     struct store_stats stats;
 
     struct scratch scratch; /* writer thread only */
+    struct u64map users;    /* writer thread only: user id -> struct user_entry */
+    unsigned users_max;     /* the cache is emptied when it would grow past this */
 };
 
 struct store_port {
@@ -173,12 +187,24 @@ struct store_port {
     bool close_started; /* uv_close called; loop thread only */
 };
 
+static void users_clear(struct store *st)
+{
+    void *v;
+    uint64_t k;
+    for (size_t it = 0; u64map_next(&st->users, &it, &k, &v);)
+        free(v);
+    u64map_deinit(&st->users);
+    u64map_init(&st->users);
+}
+
 static void store_unref(struct store *st)
 {
     if (atomic_fetch_sub(&st->refs, 1) != 1)
         return;
     free(st->scratch.msgs);
     free(st->scratch.str);
+    users_clear(st);
+    u64map_deinit(&st->users);
     uv_cond_destroy(&st->cond);
     uv_mutex_destroy(&st->lock);
     free(st);
@@ -316,41 +342,47 @@ static void scratch_finish(struct scratch *sc, struct store_req *req)
 
 /* ---- Operations (writer thread, inside the batch transaction) ---- */
 
-/* Looks up a user's name (copied to the scratch at *name_off, if not NULL)
- * and pts. Returns 0, PARLEY_ENOUSER or PARLEY_ESTORE. */
-static int user_get(struct store *st, uint64_t id, size_t *name_off, uint64_t *pts)
+/* Makes room for n more cache entries: when the cache would pass its
+ * bound it is emptied (entries reload on use), so call this before taking
+ * pointers to entries a request needs. */
+static void users_reserve(struct store *st, unsigned n)
 {
-    sqlite3_stmt *s = st->stmt[ST_USER_BY_ID];
+    if (st->users.len + n > st->users_max)
+        users_clear(st);
+}
+
+/* The cache entry of user id, loaded on a miss. Returns 0 and sets *out,
+ * PARLEY_ENOUSER or PARLEY_ESTORE. */
+static int user_get(struct store *st, uint64_t id, struct user_entry **out)
+{
+    struct user_entry *e = u64map_get(&st->users, id);
+    if (e) {
+        *out = e;
+        return 0;
+    }
+    sqlite3_stmt *s = st->stmt[ST_USER_LOAD];
     bind_u64(s, 1, id);
     int rc = sqlite3_step(s);
     int ret = 0;
     if (rc == SQLITE_ROW) {
-        if (name_off)
-            *name_off = scratch_column_text(&st->scratch, s, 0);
-        if (pts)
-            *pts = column_u64(s, 1);
+        const unsigned char *name = sqlite3_column_text(s, 0);
+        size_t len = (size_t)sqlite3_column_bytes(s, 0);
+        if (!name || len > USERNAME_MAX) {
+            log_error(MODULE, "event=corrupt_row table=users id=%llu", (unsigned long long)id);
+            ret = PARLEY_ESTORE;
+        } else {
+            e = xmalloc(sizeof(*e));
+            memcpy(e->name, name, len);
+            e->name[len] = '\0';
+            e->pts = column_u64(s, 1);
+            u64map_put(&st->users, id, e);
+            *out = e;
+        }
     } else if (rc == SQLITE_DONE) {
         ret = PARLEY_ENOUSER;
     } else {
-        ret = sql_fail(st, "user_get", rc);
+        ret = sql_fail(st, "user_load", rc);
     }
-    sqlite3_reset(s);
-    return ret;
-}
-
-/* Increments a user's pts and returns the new value in *pts. */
-static int user_bump(struct store *st, uint64_t id, uint64_t *pts)
-{
-    sqlite3_stmt *s = st->stmt[ST_USER_BUMP];
-    bind_u64(s, 1, id);
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    if (rc == SQLITE_ROW)
-        *pts = column_u64(s, 0);
-    else if (rc == SQLITE_DONE)
-        ret = PARLEY_ENOUSER;
-    else
-        ret = sql_fail(st, "user_bump", rc);
     sqlite3_reset(s);
     return ret;
 }
@@ -399,6 +431,7 @@ static int op_signup(struct store *st, struct store_req *req)
 
     req->out.user_id = user_id;
     req->out.device_id = (uint64_t)sqlite3_last_insert_rowid(st->db);
+    /* No cache entry yet: the first use loads it (pts 0) once committed. */
     memcpy(req->out.username, req->in.signup.username, sizeof(req->out.username));
     memcpy(req->out.pubkey, req->in.signup.pubkey, STORE_PUBKEY_LEN);
     req->out.pts = 0;
@@ -426,7 +459,6 @@ static int op_device(struct store *st, struct store_req *req)
             memcpy(req->out.username, name, name_len);
             req->out.username[name_len] = '\0';
             memcpy(req->out.pubkey, key, STORE_PUBKEY_LEN);
-            req->out.pts = column_u64(s, 3);
         }
     } else if (rc == SQLITE_DONE) {
         ret = PARLEY_ENODEVICE;
@@ -434,7 +466,14 @@ static int op_device(struct store *st, struct store_req *req)
         ret = sql_fail(st, "device_get", rc);
     }
     sqlite3_reset(s);
-    return ret;
+    if (ret)
+        return ret;
+    struct user_entry *ue;
+    users_reserve(st, 1);
+    if ((ret = user_get(st, req->out.user_id, &ue)) != 0)
+        return ret == PARLEY_ENOUSER ? PARLEY_ESTORE : ret;
+    req->out.pts = ue->pts;
+    return 0;
 }
 
 static int op_resolve(struct store *st, struct store_req *req)
@@ -480,24 +519,16 @@ static int op_send(struct store *st, struct store_req *req)
 {
     const uint64_t from = req->in.send.from_user, to = req->in.send.to_user;
     struct scratch *sc = &st->scratch;
-    bool dup;
-    int ret = send_find_duplicate(st, req, &dup);
+    struct user_entry *fu, *tu;
+    users_reserve(st, 2);
+    int ret = user_get(st, to, &tu);
+    if (ret == 0)
+        ret = user_get(st, from, &fu);
     if (ret)
         return ret;
-    if (dup) {
-        req->out.duplicate = true;
-        req->out.to_pts = 0;
-        return 0;
-    }
-
-    struct pending_msg *pm = scratch_msg(sc);
-    uint64_t from_pts = 0, to_pts = 0;
-    if ((ret = user_get(st, to, &pm->to_off, NULL)) != 0)
-        return ret;
-    if ((ret = user_get(st, from, &pm->from_off, NULL)) != 0)
-        return ret;
-    if ((ret = user_bump(st, from, &from_pts)) != 0)
-        return ret;
+    /* The new pts take effect in the cache only once every row is in. */
+    const uint64_t from_pts = fu->pts + 1;
+    const uint64_t to_pts = to != from ? tu->pts + 1 : 0;
 
     int64_t date = req->in.send.date ? req->in.send.date : (int64_t)time(NULL);
     const char *text = req->in.send.text ? req->in.send.text : "";
@@ -513,22 +544,34 @@ static int op_send(struct store *st, struct store_req *req)
     bind_u64(s, 8, PL_MAX(from, to));
     bind_u64(s, 9, from_pts);
     int rc = sqlite3_step(s);
-    if (rc != SQLITE_DONE)
-        ret = sql_fail(st, "msg_insert", rc);
     sqlite3_reset(s);
-    if (ret)
-        return ret;
+    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+        /* (from_user, client_id) is taken: a retry. The original is the
+         * answer, and nothing changes. */
+        bool dup;
+        if ((ret = send_find_duplicate(st, req, &dup)) != 0)
+            return ret;
+        if (!dup)
+            return sql_fail(st, "msg_duplicate_vanished", rc);
+        req->out.duplicate = true;
+        req->out.to_pts = 0;
+        return 0;
+    }
+    if (rc != SQLITE_DONE)
+        return sql_fail(st, "msg_insert", rc);
     uint64_t msg_id = (uint64_t)sqlite3_last_insert_rowid(st->db);
 
     if ((ret = update_insert(st, from, from_pts, msg_id)) != 0)
         return ret;
-    if (to != from) {
-        if ((ret = user_bump(st, to, &to_pts)) != 0)
-            return ret;
-        if ((ret = update_insert(st, to, to_pts, msg_id)) != 0)
-            return ret;
-    }
+    if (to != from && (ret = update_insert(st, to, to_pts, msg_id)) != 0)
+        return ret;
+    fu->pts = from_pts;
+    if (to != from)
+        tu->pts = to_pts;
 
+    struct pending_msg *pm = scratch_msg(sc);
+    pm->from_off = scratch_str(sc, fu->name, strlen(fu->name));
+    pm->to_off = scratch_str(sc, tu->name, strlen(tu->name));
     pm->m.id = msg_id;
     pm->m.from_user = from;
     pm->m.from_device = req->in.send.from_device;
@@ -546,10 +589,12 @@ static int op_send(struct store *st, struct store_req *req)
 static int op_sync(struct store *st, struct store_req *req)
 {
     const uint64_t user = req->in.sync.user;
-    uint64_t pts;
-    int ret = user_get(st, user, NULL, &pts);
+    struct user_entry *ue;
+    users_reserve(st, 1);
+    int ret = user_get(st, user, &ue);
     if (ret)
         return ret;
+    const uint64_t pts = ue->pts;
     req->out.pts = pts;
     /* A device cannot have seen more than the log holds. */
     uint64_t from_pts = PL_MIN(req->in.sync.from_pts, pts);
@@ -591,7 +636,9 @@ static int op_sync(struct store *st, struct store_req *req)
 static int op_history(struct store *st, struct store_req *req)
 {
     const uint64_t user = req->in.history.user, peer = req->in.history.peer;
-    int ret = user_get(st, peer, NULL, NULL);
+    struct user_entry *ue;
+    users_reserve(st, 1);
+    int ret = user_get(st, peer, &ue);
     if (ret)
         return ret;
     uint64_t before = req->in.history.before_id;
@@ -636,12 +683,16 @@ static int dispatch(struct store *st, struct store_req *req)
     return PARLEY_EINVAL;
 }
 
-/* Runs one request inside the open transaction, a writing one inside its
- * own savepoint so that its failure undoes only its own changes. Returns
- * its status, or sets *lost when the enclosing transaction is gone. */
+/* Runs one request inside the open transaction. A sign-up, which writes
+ * two rows and may be refused after the first, runs inside its own
+ * savepoint so that a refusal undoes only its own changes. A send or sync
+ * needs none: every refusal comes before its first write, each statement
+ * undoes itself when it fails, and a failure between its writes (I/O,
+ * disk full) fails the whole batch. Returns the request's status, or sets
+ * *lost when the enclosing transaction must not commit. */
 static int run_one(struct store *st, struct store_req *req, bool *lost)
 {
-    bool savepoint = op_writes(req->op);
+    bool savepoint = req->op == STORE_OP_SIGNUP;
     int status;
     if (savepoint && exec_stmt(st, ST_SAVEPOINT) != 0) {
         status = PARLEY_ESTORE;
@@ -655,6 +706,8 @@ static int run_one(struct store *st, struct store_req *req, bool *lost)
                 *lost = true;
             if (exec_stmt(st, ST_RELEASE) != 0)
                 *lost = true;
+        } else if (status == PARLEY_ESTORE && op_writes(req->op)) {
+            *lost = true; /* it may have written part of its rows */
         }
     }
     /* SQLite rolls back the whole transaction on some errors (I/O, full). */
@@ -718,6 +771,7 @@ static void run_batch(struct store *st, struct store_req *head, unsigned n)
             log_error(MODULE, "event=rollback_failed");
         log_error(MODULE, "event=batch_failed reqs=%u write=%d", n, write);
         fail_all(head, PARLEY_ESTORE);
+        users_clear(st); /* it may hold pts of the rolled-back sends */
         return;
     }
     log_debug(MODULE, "event=batch reqs=%u write=%d commit_us=%llu", n, write,
@@ -911,7 +965,13 @@ int store_open(const struct store_config *cfg, struct store **out)
         log_error(MODULE, "event=open_failed reason=\"libsqlite3 built without threads\"");
         return PARLEY_ESTORE;
     }
+    /* No global allocation statistics: they take a mutex on every SQLite
+     * malloc. Only possible before SQLite initializes; later calls (a second
+     * store in one process) are refused harmlessly. */
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     struct store *st = xcalloc(1, sizeof(*st));
+    u64map_init(&st->users);
+    st->users_max = cfg->user_cache ? cfg->user_cache : DEFAULT_USER_CACHE;
     st->max_batch = cfg->max_batch ? cfg->max_batch : DEFAULT_MAX_BATCH;
     st->max_queue = cfg->max_queue ? cfg->max_queue : DEFAULT_MAX_QUEUE;
     atomic_init(&st->refs, 1);
@@ -928,8 +988,8 @@ int store_open(const struct store_config *cfg, struct store **out)
         ret = PARLEY_ESTORE;
         goto fail_db;
     }
-    log_info(MODULE, "event=open path=%s max_batch=%u max_queue=%u", cfg->path, st->max_batch,
-             st->max_queue);
+    log_info(MODULE, "event=open path=%s max_batch=%u max_queue=%u user_cache=%u", cfg->path,
+             st->max_batch, st->max_queue, st->users_max);
     *out = st;
     return 0;
 
@@ -939,6 +999,7 @@ fail_db:
 fail_cond:
     uv_mutex_destroy(&st->lock);
 fail_mutex:
+    u64map_deinit(&st->users);
     free(st);
     return ret;
 }

@@ -29,13 +29,20 @@ struct fixture {
     struct store_port *port;
 };
 
-static struct store *open_store(const char *path, unsigned max_batch, unsigned max_queue)
+static struct store *open_store_cache(const char *path, unsigned max_batch, unsigned max_queue,
+                                      unsigned user_cache)
 {
-    struct store_config cfg = {.path = path, .max_batch = max_batch, .max_queue = max_queue};
+    struct store_config cfg = {
+        .path = path, .max_batch = max_batch, .max_queue = max_queue, .user_cache = user_cache};
     struct store *st = NULL;
     assert_int_equal(store_open(&cfg, &st), 0);
     assert_non_null(st);
     return st;
+}
+
+static struct store *open_store(const char *path, unsigned max_batch, unsigned max_queue)
+{
+    return open_store_cache(path, max_batch, max_queue, 0);
 }
 
 static int setup(void **state)
@@ -335,8 +342,10 @@ static void test_send_same_client_id_twice_returns_first_message(void **state)
     store_req_reset(&again);
 
     assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages WHERE client_id = 42"), 1);
-    assert_int_equal(query_int(f->path, "SELECT pts FROM users WHERE username = 'alice'"), 2);
-    assert_int_equal(query_int(f->path, "SELECT pts FROM users WHERE username = 'bob'"), 2);
+    assert_int_equal(query_int(f->path, "SELECT max(pts) FROM updates WHERE user_id = "
+                     "(SELECT id FROM users WHERE username = 'alice')"), 2);
+    assert_int_equal(query_int(f->path, "SELECT max(pts) FROM updates WHERE user_id = "
+                     "(SELECT id FROM users WHERE username = 'bob')"), 2);
 }
 
 static void test_send_to_missing_user_is_enouser(void **state)
@@ -347,7 +356,7 @@ static void test_send_to_missing_user_is_enouser(void **state)
     prep_send(&r, alice, alice + 999, 5, "nobody");
     assert_int_equal(run_req(f, &r), PARLEY_ENOUSER);
     assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages"), 0);
-    assert_int_equal(query_int(f->path, "SELECT pts FROM users"), 0);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM updates"), 0);
 }
 
 static void test_sync_returns_updates_in_pts_order_with_limit_and_more(void **state)
@@ -548,7 +557,8 @@ static void test_concurrent_sends_share_commits(void **state)
     assert_true(after.batch_hist[6] + after.batch_hist[7] >
                 before.batch_hist[6] + before.batch_hist[7]);
     assert_int_equal(after.queue_refusals, 0);
-    assert_int_equal(query_int(f->path, "SELECT pts FROM users WHERE username = 'bob'"),
+    assert_int_equal(query_int(f->path, "SELECT max(pts) FROM updates WHERE user_id = "
+                     "(SELECT id FROM users WHERE username = 'bob')"),
                      N_CONCURRENT);
     free(c);
 }
@@ -611,6 +621,78 @@ static void test_submit_rejects_invalid_requests(void **state)
     r.op = (enum store_op)99;
     r.cb = on_done;
     assert_int_equal(store_submit(f->port, &r), PARLEY_EINVAL);
+}
+
+/* Reopens the fixture's store with the given user cache size. */
+static void reopen(struct fixture *f, unsigned user_cache)
+{
+    store_port_close(f->port);
+    store_close(f->st);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    f->st = open_store_cache(f->path, 0, 0, user_cache);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+}
+
+/* The writer's cache of names and pts may hold fewer users than are
+ * talking: with room for two, three users in rotation keep reloading each
+ * other, and every log still counts 1, 2, 3... without a gap or a repeat. */
+static void test_pts_exact_with_a_tiny_user_cache(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t u[3] = {signup(f, "ann", 1, NULL), signup(f, "ben", 2, NULL),
+                     signup(f, "cat", 3, NULL)};
+    reopen(f, 2);
+    uint64_t want[3] = {0, 0, 0};
+    for (int i = 0; i < 30; i++) {
+        int a = i % 3, b = (i + 1 + i / 3) % 3;
+        struct store_req r;
+        send_ok(f, u[a], u[b], 1000 + (uint64_t)i, "rot", &r);
+        want[a]++;
+        assert_int_equal(r.out.msg.pts, want[a]);
+        assert_string_equal(r.out.msg.from_name, a == 0 ? "ann" : a == 1 ? "ben" : "cat");
+        if (b != a) {
+            want[b]++;
+            assert_int_equal(r.out.to_pts, want[b]);
+        }
+        store_req_reset(&r);
+    }
+    for (int k = 0; k < 3; k++) {
+        struct store_req r;
+        prep_sync(&r, u[k], 0, 0, 1000);
+        assert_int_equal(run_req(f, &r), 0);
+        assert_int_equal(r.out.pts, want[k]);
+        assert_int_equal(r.out.n_msgs, want[k]);
+        for (size_t j = 0; j < r.out.n_msgs; j++)
+            assert_int_equal(r.out.msgs[j].pts, j + 1);
+        store_req_reset(&r);
+    }
+}
+
+/* users.pts is a floor under the log's last pts (for logs whose newest rows
+ * are ever deleted): a reopened store continues above it. */
+static void test_pts_continue_above_the_users_floor(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    struct store_req r;
+    send_ok(f, alice, bob, 1, "one", &r);
+    store_req_reset(&r);
+    store_port_close(f->port);
+    store_close(f->st);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE users SET pts = 40 WHERE username = 'bob'", NULL,
+                                  NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    f->st = open_store(f->path, 0, 0);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+    send_ok(f, alice, bob, 2, "two", &r);
+    assert_int_equal(r.out.msg.pts, 2);
+    assert_int_equal(r.out.to_pts, 41);
+    store_req_reset(&r);
 }
 
 static void test_reopen_after_close_keeps_data(void **state)
@@ -733,6 +815,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_queue_refuses_with_ebusy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_rejects_invalid_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_after_close_keeps_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pts_exact_with_a_tiny_user_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pts_continue_above_the_users_floor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_requests_queued_completes_them, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
