@@ -63,8 +63,7 @@ static void touch_message(const Parley__V1__Message *m)
             m->from_device_id;
     touch_str(m->from_username);
     touch_str(m->to_username);
-    for (size_t i = 0; i < m->text.len; i++)
-        sink += m->text.data[i];
+    touch_bin(m->text);
 }
 
 static void touch_update(const Parley__V1__Update *u)
@@ -104,7 +103,7 @@ static void touch_request(const Parley__V1__Request *r)
     case PARLEY__V1__REQUEST__METHOD_SEND:
         touch_peer(r->send->to);
         sink += r->send->client_id;
-        touch_str(r->send->text);
+        touch_bin(r->send->text);
         break;
     case PARLEY__V1__REQUEST__METHOD_SYNC:
         sink += r->sync->from_pts + r->sync->limit;
