@@ -500,12 +500,21 @@ int scenario_idle(struct bench *b, struct bench_result *r, json_t *extra)
     set_int(extra, "accounts", k);
     json_object_set_new(extra, "tls", json_boolean(b->target.ssl_ctx != NULL));
     set_real(extra, "ping_interval_s", b->opt.ping_interval_s);
-    if (r->before.ok && mid.ok) {
+    if (r->before.ok && mid.ok && r->after.ok) {
+        /* The cost of an idle connection: RSS at the end of the hold, when
+         * the connections have been quiet (between pings) for a while. The
+         * figure just after connecting, with every connection's handshake
+         * state still fresh, is kept beside it. */
         set_int(extra, "rss_before_kib", r->before.rss_kib);
         set_int(extra, "rss_connected_kib", mid.rss_kib);
-        double per =
-            connected ? ((double)mid.rss_kib - (double)r->before.rss_kib) / (double)connected : 0;
+        set_int(extra, "rss_held_kib", r->after.rss_kib);
+        double per = connected ? ((double)r->after.rss_kib - (double)r->before.rss_kib) /
+                                     (double)connected
+                               : 0;
         set_real(extra, "rss_per_conn_kib", per);
+        set_real(extra, "rss_per_conn_connected_kib",
+                 connected ? ((double)mid.rss_kib - (double)r->before.rss_kib) / (double)connected
+                           : 0);
     } else {
         json_object_set_new(extra, "rss_per_conn_kib", json_null());
     }

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <malloc.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -32,6 +33,7 @@
 #define CLOSE_GRACE_MS 3000  /* a closing connection that cannot flush is dropped after this */
 #define SWEEP_MAX_MS 1000    /* the sweep's period, shortened for short limits */
 #define SWEEP_MIN_MS 10
+#define HIBERNATE_MS 1000    /* quiet this long, a connection frees its WebSocket state */
 
 #define DEFAULT_MAX_FRAME (1u << 20)
 #define DEFAULT_MAX_SEND_QUEUE (4u << 20)
@@ -50,12 +52,13 @@ struct net_conn {
     struct net_ws ws;                         /* in CONN_WS only */
     struct net_buf plain;                     /* plaintext not yet encrypted (TLS only) */
     struct net_buf out;                       /* wire bytes not yet handed to libuv */
-    uv_write_t wreq;
+    uv_write_t *wreq;       /* the write in flight (192 bytes: not kept while idle) */
     uint8_t *wbuf;          /* storage of the write in flight, freed in on_write */
     size_t wlen;            /* bytes in flight */
     uint64_t deadline_ms;   /* CONN_HTTP: the next request must complete by then */
     uint64_t close_deadline_ms; /* closing: dropped without flushing after this */
     uint64_t last_rx_ms;    /* last bytes read */
+    bool sporadic;          /* the last read came after a quiet spell: hibernate once flushed */
     enum conn_state state;
     bool is_dirty;
     bool writing;           /* wreq in flight */
@@ -95,6 +98,7 @@ struct net_loop {
     _Atomic uint64_t send_queue_drops;
     _Atomic uint64_t oversize_frames;
     _Atomic uint64_t handshake_failures;
+    unsigned hibernated;    /* connections hibernated since the last sweep */
 };
 
 static void stat_add(_Atomic uint64_t *s, int64_t d)
@@ -232,7 +236,9 @@ static void out_append(struct net_conn *c, const void *data, size_t len)
 
 static void on_write(uv_write_t *req, int status)
 {
-    struct net_conn *c = PL_CONTAINER_OF(req, struct net_conn, wreq);
+    struct net_conn *c = req->data;
+    free(req);
+    c->wreq = NULL;
     free(c->wbuf);
     c->wbuf = NULL;
     c->wlen = 0;
@@ -250,6 +256,17 @@ static void on_write(uv_write_t *req, int status)
 static bool close_ready(struct net_conn *c)
 {
     return c->plain.len == 0 && (c->state != CONN_WS || net__ws_is_done(&c->ws));
+}
+
+/* Lets a quiet WebSocket connection give back its wslay state (net__ws_hibernate). */
+static void conn_hibernate(struct net_conn *c)
+{
+    bool awake = c->ws.ctx != NULL;
+    if (awake && net__ws_hibernate(&c->ws)) {
+        c->nl->hibernated++;
+        if (c->ssl)
+            net__tls_shrink(c->ssl);
+    }
 }
 
 static void flush_conn(struct net_conn *c)
@@ -281,8 +298,11 @@ static void flush_conn(struct net_conn *c)
                 return;
             }
         }
-        if (c->out.len == 0)
+        if (c->out.len == 0) {
+            if (c->sporadic && c->state == CONN_WS && !c->closing && c->plain.len == 0)
+                conn_hibernate(c);
             return;
+        }
         uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
         int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         if (n < 0 && n != UV_EAGAIN) {
@@ -299,8 +319,12 @@ static void flush_conn(struct net_conn *c)
         c->wbuf = net__buf_take(&c->out, &len);
         c->wlen = len - done;
         b = uv_buf_init((char *)c->wbuf + done, (unsigned)c->wlen);
-        int rv = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+        c->wreq = xmalloc(sizeof(*c->wreq));
+        c->wreq->data = c;
+        int rv = uv_write(c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
         if (rv != 0) {
+            free(c->wreq);
+            c->wreq = NULL;
             conn_abort(c);
             return;
         }
@@ -533,7 +557,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     struct net_conn *c = PL_CONTAINER_OF(s, struct net_conn, tcp);
     struct net_loop *nl = c->nl;
     if (nread > 0) {
-        c->last_rx_ms = uv_now(nl->loop);
+        uint64_t now = uv_now(nl->loop);
+        c->sporadic = now - c->last_rx_ms >= HIBERNATE_MS;
+        c->last_rx_ms = now;
         c->ping_sent = false;
         conn_input(c, (const uint8_t *)buf->base, (size_t)nread);
     } else if (nread < 0) {
@@ -621,9 +647,13 @@ static void on_sweep(uv_timer_t *t)
             }
             continue;
         }
+        uint64_t quiet = now - c->last_rx_ms;
+        /* A connection quiet for a while gives back its WebSocket state;
+         * output buffers are already freed once written. */
+        if (quiet >= HIBERNATE_MS && c->out.len == 0 && c->plain.len == 0 && !c->writing)
+            conn_hibernate(c);
         if (idle_ms == 0)
             continue;
-        uint64_t quiet = now - c->last_rx_ms;
         if (c->ping_sent && quiet >= 2 * (uint64_t)idle_ms) {
             log_debug("net", "event=idle_timeout peer=%s", c->peer);
             conn_abort(c);
@@ -632,6 +662,13 @@ static void on_sweep(uv_timer_t *t)
             net__ws_ping(&c->ws);
             mark_dirty(c);
         }
+    }
+    /* Hand the pages of the WebSocket state freed since the last sweep
+     * back to the system: glibc keeps freed chunks inside its heap, and
+     * idle connections are only small if their memory really goes. */
+    if (nl->hibernated > 0) {
+        nl->hibernated = 0;
+        malloc_trim(0);
     }
 }
 

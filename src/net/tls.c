@@ -12,21 +12,30 @@
 
 #include "common/banned.h"
 
-SSL *net__tls_new(SSL_CTX *ctx)
+/* A fresh pair of memory BIOs for ssl (the old ones freed), or false. */
+static bool new_bios(SSL *ssl)
 {
-    SSL *ssl = SSL_new(ctx);
-    if (!ssl)
-        return NULL;
     BIO *rbio = BIO_new(BIO_s_mem());
     BIO *wbio = BIO_new(BIO_s_mem());
     if (!rbio || !wbio) {
         BIO_free(rbio);
         BIO_free(wbio);
-        SSL_free(ssl);
-        return NULL;
+        return false;
     }
     BIO_set_mem_eof_return(rbio, -1);
     SSL_set_bio(ssl, rbio, wbio);
+    return true;
+}
+
+SSL *net__tls_new(SSL_CTX *ctx)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl)
+        return NULL;
+    if (!new_bios(ssl)) {
+        SSL_free(ssl);
+        return NULL;
+    }
     SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE);
     SSL_set_options(ssl, SSL_OP_NO_RENEGOTIATION);
     if (SSL_set_min_proto_version(ssl, TLS1_2_VERSION) != 1) {
@@ -112,6 +121,12 @@ void net__tls_shutdown(SSL *ssl, struct net_buf *out)
         (void)SSL_shutdown(ssl);
     ERR_clear_error();
     drain(ssl, out);
+}
+
+void net__tls_shrink(SSL *ssl)
+{
+    if (BIO_ctrl_pending(SSL_get_rbio(ssl)) == 0 && BIO_ctrl_pending(SSL_get_wbio(ssl)) == 0)
+        (void)new_bios(ssl); /* on failure the old pair stays, which is fine */
 }
 
 bool net__tls_is_established(const SSL *ssl)

@@ -42,4 +42,10 @@ void net__tls_shutdown(SSL *ssl, struct net_buf *out);
 
 bool net__tls_is_established(const SSL *ssl);
 
+/* For a quiet connection: swaps both memory BIOs for new, empty ones if
+ * they hold nothing, as a memory BIO keeps the largest buffer it ever
+ * grew (a handshake flight) for good. OpenSSL's own record buffers are
+ * released by SSL_MODE_RELEASE_BUFFERS. */
+void net__tls_shrink(SSL *ssl);
+
 #endif

@@ -89,26 +89,91 @@ static const struct wslay_event_callbacks callbacks = {
     .on_msg_recv_callback = on_msg,
 };
 
+/* Makes wslay's state if the stream is hibernating. */
+static void wake(struct net_ws *ws)
+{
+    if (ws->ctx)
+        return;
+    if (wslay_event_context_server_init(&ws->ctx, &callbacks, ws) != 0) {
+        log_error("net", "event=oom what=wslay");
+        abort();
+    }
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, ws->max_frame);
+}
+
 void net__ws_init(struct net_ws *ws, size_t max_frame, const struct net_ws_handler *h, void *arg)
 {
     memset(ws, 0, sizeof(*ws));
     ws->h = h;
     ws->arg = arg;
-    if (wslay_event_context_server_init(&ws->ctx, &callbacks, ws) != 0) {
-        log_error("net", "event=oom what=wslay");
-        abort();
-    }
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, max_frame);
+    ws->max_frame = max_frame;
+    wake(ws);
 }
 
 void net__ws_deinit(struct net_ws *ws)
 {
+    if (ws->ctx)
+        wslay_event_context_free(ws->ctx);
+    ws->ctx = NULL;
+}
+
+/* Follows frame boundaries in data[0..len): header bytes one by one,
+ * payloads skipped whole. Only needs to be right for well-formed input;
+ * anything else makes wslay close the stream, which never hibernates. */
+static void track(struct net_ws_track *t, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        if (t->need == 0 || t->have < t->need) {
+            t->hdr[t->have++] = *data++;
+            len--;
+            if (t->have == 2) {
+                uint8_t l7 = t->hdr[1] & 0x7f;
+                t->need = (uint8_t)(2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) +
+                                    ((t->hdr[1] & 0x80) ? 4 : 0));
+            }
+            if (t->need == 0 || t->have < t->need)
+                continue;
+            uint8_t l7 = t->hdr[1] & 0x7f;
+            uint64_t n = l7;
+            if (l7 >= 126) {
+                unsigned bytes = l7 == 126 ? 2 : 8;
+                n = 0;
+                for (unsigned i = 0; i < bytes; i++)
+                    n = (n << 8) | t->hdr[2 + i];
+            }
+            t->left = n;
+        } else {
+            size_t k = (size_t)PL_MIN((uint64_t)len, t->left);
+            t->left -= k;
+            data += k;
+            len -= k;
+        }
+        if (t->need != 0 && t->have == t->need && t->left == 0) {
+            uint8_t opcode = t->hdr[0] & 0x0f;
+            if (opcode < 0x8) /* data: continuation, text, binary */
+                t->frag = !(t->hdr[0] & 0x80);
+            t->have = t->need = 0;
+        }
+    }
+}
+
+bool net__ws_hibernate(struct net_ws *ws)
+{
+    if (!ws->ctx)
+        return true;
+    const struct net_ws_track *t = &ws->trk;
+    if (ws->close_code != 0 || net__ws_is_closing(ws) || t->have != 0 || t->frag ||
+        wslay_event_want_write(ws->ctx) || wslay_event_get_queued_msg_count(ws->ctx) != 0)
+        return false;
     wslay_event_context_free(ws->ctx);
     ws->ctx = NULL;
+    return true;
 }
 
 void net__ws_feed(struct net_ws *ws, const uint8_t *data, size_t len)
 {
+    wake(ws);
+    track(&ws->trk, data, len);
     ws->in = data;
     ws->in_len = len;
     /* Some wslay versions stop reading while a control reply is queued;
@@ -135,6 +200,8 @@ void net__ws_feed(struct net_ws *ws, const uint8_t *data, size_t len)
 
 void net__ws_flush(struct net_ws *ws)
 {
+    if (!ws->ctx)
+        return;
     if (wslay_event_send(ws->ctx) != 0)
         wslay_event_shutdown_write(ws->ctx);
 }
@@ -143,6 +210,7 @@ int net__ws_send(struct net_ws *ws, const uint8_t *data, size_t len)
 {
     if (net__ws_is_closing(ws))
         return PARLEY_ECLOSED;
+    wake(ws);
     struct wslay_event_msg msg = {.opcode = WSLAY_BINARY_FRAME, .msg = data, .msg_length = len};
     int rv = wslay_event_queue_msg(ws->ctx, &msg);
     if (rv == WSLAY_ERR_NOMEM) {
@@ -154,6 +222,7 @@ int net__ws_send(struct net_ws *ws, const uint8_t *data, size_t len)
 
 void net__ws_ping(struct net_ws *ws)
 {
+    wake(ws);
     struct wslay_event_msg msg = {.opcode = WSLAY_PING, .msg = NULL, .msg_length = 0};
     int rv = wslay_event_queue_msg(ws->ctx, &msg);
     PL_UNUSED(rv); /* NO_MORE_MSG once closing: no ping needed then */
@@ -163,6 +232,7 @@ void net__ws_close(struct net_ws *ws, uint16_t code, const char *reason)
 {
     if (ws->close_code != 0)
         return;
+    wake(ws);
     ws->close_code = code;
     size_t rlen = reason ? PL_MIN(strlen(reason), (size_t)123) : 0;
     int rv = wslay_event_queue_close(ws->ctx, code, (const uint8_t *)reason, rlen);
@@ -172,25 +242,27 @@ void net__ws_close(struct net_ws *ws, uint16_t code, const char *reason)
 
 size_t net__ws_queued(const struct net_ws *ws)
 {
-    return wslay_event_get_queued_msg_length(ws->ctx);
+    return ws->ctx ? wslay_event_get_queued_msg_length(ws->ctx) : 0;
 }
 
 bool net__ws_is_closing(const struct net_ws *ws)
 {
+    if (!ws->ctx) /* hibernating: only an open stream hibernates */
+        return ws->close_code != 0;
     return ws->close_code != 0 || !wslay_event_get_read_enabled(ws->ctx) ||
            !wslay_event_get_write_enabled(ws->ctx) || wslay_event_get_close_received(ws->ctx);
 }
 
 bool net__ws_is_done(const struct net_ws *ws)
 {
-    return !wslay_event_get_write_enabled(ws->ctx);
+    return ws->ctx && !wslay_event_get_write_enabled(ws->ctx);
 }
 
 uint16_t net__ws_close_code(const struct net_ws *ws)
 {
     if (ws->close_code != 0)
         return ws->close_code;
-    if (wslay_event_get_close_sent(ws->ctx))
+    if (ws->ctx && wslay_event_get_close_sent(ws->ctx))
         return wslay_event_get_status_code_sent(ws->ctx);
     return 0;
 }

@@ -23,8 +23,20 @@ struct net_ws_handler {
     void (*on_output)(void *arg, const uint8_t *data, size_t len);
 };
 
+/* Where the incoming byte stream stands between frames, tracked beside
+ * wslay so that its state can be dropped while the stream is quiet. */
+struct net_ws_track {
+    uint8_t hdr[14];  /* the frame header so far */
+    uint8_t have;     /* bytes in hdr */
+    uint8_t need;     /* the header's full size once 2 bytes are in; else 0 */
+    bool frag;        /* inside a fragmented data message */
+    uint64_t left;    /* payload bytes of the current frame still to come */
+};
+
 struct net_ws {
-    wslay_event_context_ptr ctx;
+    wslay_event_context_ptr ctx; /* NULL while hibernating (net__ws_hibernate) */
+    size_t max_frame;
+    struct net_ws_track trk;
     const struct net_ws_handler *h; /* borrowed, outlives ws */
     void *arg;
     const uint8_t *in; /* the bytes being fed, consumed by the recv callback */
@@ -51,6 +63,12 @@ void net__ws_ping(struct net_ws *ws);
 /* Queues a close (reason truncated to 123 bytes) and stops reading.
  * Idempotent: the first code wins. */
 void net__ws_close(struct net_ws *ws, uint16_t code, const char *reason);
+
+/* Frees wslay's state (over 8 KiB) if the stream is between messages with
+ * nothing queued and not closing; it is made again when bytes arrive or
+ * something is sent. Returns whether it hibernated (or already was). For
+ * connections that have been quiet a while: waking costs an allocation. */
+bool net__ws_hibernate(struct net_ws *ws);
 
 /* Bytes of queued, not yet framed messages. */
 size_t net__ws_queued(const struct net_ws *ws);

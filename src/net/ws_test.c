@@ -715,6 +715,91 @@ static void test_close_goes_before_queued_messages_and_drops_them(void **state)
 
 #define WS_TEST(fn) cmocka_unit_test_setup_teardown(fn, peer_setup, peer_teardown)
 
+/* --- hibernation: the wslay state is dropped between messages ---------- */
+
+/* Between whole messages the stream hibernates, and the next message (and
+ * a ping, and a send) wakes it with nothing lost. */
+static void test_hibernates_between_messages_and_wakes_on_input(void **state)
+{
+    struct peer *p = *state;
+    struct wire w = {0};
+    wire_frame(&w, FIN | WSLAY_BINARY_FRAME, "one", 3);
+    feed(p, &w);
+    assert_true(net__ws_hibernate(&p->ws));
+    assert_null(p->ws.ctx);
+    assert_true(net__ws_hibernate(&p->ws)); /* already */
+    assert_false(net__ws_is_closing(&p->ws));
+    assert_false(net__ws_is_done(&p->ws));
+    assert_int_equal(net__ws_queued(&p->ws), 0);
+    assert_int_equal(net__ws_close_code(&p->ws), 0);
+
+    w.len = 0;
+    wire_frame(&w, FIN | WSLAY_PING, "hi", 2);
+    wire_frame(&w, FIN | WSLAY_BINARY_FRAME, "two", 3);
+    feed(p, &w);
+    assert_int_equal(p->msg_count, 2);
+    assert_memory_equal(p->msgs, "onetwo", 6);
+    struct frame f[4];
+    assert_int_equal(out_frames(p, f, PL_ARRAY_LEN(f)), 1);
+    assert_int_equal(f[0].opcode, WSLAY_PONG);
+
+    assert_true(net__ws_hibernate(&p->ws));
+    assert_int_equal(net__ws_send(&p->ws, (const uint8_t *)"out", 3), 0);
+    assert_non_null(p->ws.ctx);
+    assert_false(net__ws_hibernate(&p->ws)); /* a message is queued */
+    net__ws_flush(&p->ws);
+    assert_int_equal(out_frames(p, f, PL_ARRAY_LEN(f)), 2);
+    assert_int_equal(f[1].opcode, WSLAY_BINARY_FRAME);
+    assert_int_equal(f[1].len, 3);
+    assert_true(net__ws_hibernate(&p->ws));
+}
+
+/* Not inside a frame (header or payload split across reads) nor inside a
+ * fragmented message: the state wslay holds would be lost. */
+static void test_no_hibernation_mid_frame_or_mid_message(void **state)
+{
+    struct peer *p = *state;
+    uint8_t data[300];
+    fill_pattern(data, sizeof(data), 9);
+    struct wire w = {0};
+    wire_frame(&w, FIN | WSLAY_BINARY_FRAME, data, sizeof(data));
+    net__ws_feed(&p->ws, w.b, 1); /* half a header */
+    assert_false(net__ws_hibernate(&p->ws));
+    net__ws_feed(&p->ws, w.b + 1, 9); /* header and a few payload bytes */
+    assert_false(net__ws_hibernate(&p->ws));
+    net__ws_feed(&p->ws, w.b + 10, w.len - 10);
+    assert_int_equal(p->msg_count, 1);
+    assert_memory_equal(p->msgs, data, sizeof(data));
+    assert_true(net__ws_hibernate(&p->ws));
+
+    w.len = 0;
+    wire_frame(&w, WSLAY_BINARY_FRAME, "frag-", 5);
+    feed(p, &w);
+    assert_false(net__ws_hibernate(&p->ws));
+    w.len = 0;
+    wire_frame(&w, FIN | WSLAY_PING, NULL, 0); /* a control frame does not end it */
+    feed(p, &w);
+    assert_false(net__ws_hibernate(&p->ws));
+    w.len = 0;
+    wire_frame(&w, FIN | WSLAY_CONTINUATION_FRAME, "end", 3);
+    feed(p, &w);
+    assert_int_equal(p->msg_count, 2);
+    assert_memory_equal(p->msgs + sizeof(data), "frag-end", 8);
+    assert_true(net__ws_hibernate(&p->ws));
+}
+
+/* A closing stream keeps its state: the close must still go out. */
+static void test_no_hibernation_once_closing(void **state)
+{
+    struct peer *p = *state;
+    assert_true(net__ws_hibernate(&p->ws));
+    net__ws_close(&p->ws, 1001, "going away"); /* wakes it */
+    assert_false(net__ws_hibernate(&p->ws));
+    net__ws_flush(&p->ws);
+    assert_closed_with(p, 1001);
+    assert_false(net__ws_hibernate(&p->ws));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -745,6 +830,9 @@ int main(void)
         WS_TEST(test_sent_messages_are_unmasked_with_minimal_length),
         WS_TEST(test_close_reason_is_truncated_to_125_byte_payload),
         WS_TEST(test_close_goes_before_queued_messages_and_drops_them),
+        WS_TEST(test_hibernates_between_messages_and_wakes_on_input),
+        WS_TEST(test_no_hibernation_mid_frame_or_mid_message),
+        WS_TEST(test_no_hibernation_once_closing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
