@@ -5,18 +5,36 @@
 
 #include "common/banned.h"
 
+static struct adm_item *pop(struct admission *a)
+{
+    struct adm_item *it = a->head;
+    a->head = it->next;
+    if (!a->head)
+        a->tail = NULL;
+    a->len--;
+    it->next = NULL;
+    return it;
+}
+
 static void run_budget(struct admission *a)
 {
-    for (unsigned n = 0; n < a->budget && a->head && !a->closed; n++) {
-        struct adm_item *it = a->head;
-        a->head = it->next;
-        if (!a->head)
-            a->tail = NULL;
-        a->len--;
-        it->next = NULL;
-        a->run(it, a->arg);
+    uint64_t now = uv_now(a->loop);
+    unsigned started = 0;
+    while (a->head && !a->closed) {
+        if (a->lim.max_wait_ms && now - a->head->since_ms >= a->lim.max_wait_ms) {
+            a->refuse(pop(a), a->arg); /* cheap: an answer, no work */
+            continue;
+        }
+        if (started >= a->lim.budget || *a->busy >= a->lim.busy_max)
+            break;
+        a->run(pop(a), a->arg);
+        started++;
     }
-    if (!a->head && !a->closed)
+    /* Spin the loop only while items can start; otherwise admission_kick
+     * or the next I/O brings the check back. */
+    if (a->closed)
+        return;
+    if (!a->head || *a->busy >= a->lim.busy_max)
         uv_idle_stop(&a->idle);
 }
 
@@ -27,14 +45,14 @@ static void on_check(uv_check_t *h)
 
 static void on_idle(uv_idle_t *h)
 {
-    PL_UNUSED(h); /* its only job is a zero poll timeout while items wait */
+    PL_UNUSED(h); /* its only job is a zero poll timeout while items can start */
 }
 
-int admission_init(struct admission *a, uv_loop_t *loop, unsigned budget, unsigned capacity,
-                   adm_run_fn *run, void *arg)
+int admission_init(struct admission *a, uv_loop_t *loop, const struct adm_limits *lim,
+                   const unsigned *busy, adm_run_fn *run, adm_run_fn *refuse, void *arg)
 {
-    *a = (struct admission){.run = run, .arg = arg};
-    admission_set_limits(a, budget, capacity);
+    *a = (struct admission){.loop = loop, .busy = busy, .run = run, .refuse = refuse, .arg = arg};
+    admission_set_limits(a, lim);
     if (uv_check_init(loop, &a->check) != 0)
         return PARLEY_EIO;
     if (uv_idle_init(loop, &a->idle) != 0) {
@@ -46,27 +64,38 @@ int admission_init(struct admission *a, uv_loop_t *loop, unsigned budget, unsign
     return 0;
 }
 
-void admission_set_limits(struct admission *a, unsigned budget, unsigned capacity)
+void admission_set_limits(struct admission *a, const struct adm_limits *lim)
 {
-    a->budget = budget ? budget : 1;
-    a->capacity = capacity;
+    a->lim = *lim;
+    if (a->lim.budget == 0)
+        a->lim.budget = 1;
+    if (a->lim.busy_max == 0)
+        a->lim.busy_max = 1;
 }
 
-bool admission_full(const struct admission *a, unsigned busy)
+bool admission_full(const struct admission *a)
 {
-    return a->closed || (unsigned long long)a->len + busy >= a->capacity;
+    return a->closed || a->len >= a->lim.capacity;
 }
 
 void admission_push(struct admission *a, struct adm_item *it)
 {
     it->next = NULL;
+    it->since_ms = uv_now(a->loop);
     if (a->tail)
         a->tail->next = it;
     else
         a->head = it;
     a->tail = it;
     a->len++;
-    uv_idle_start(&a->idle, on_idle);
+    if (*a->busy < a->lim.busy_max)
+        uv_idle_start(&a->idle, on_idle);
+}
+
+void admission_kick(struct admission *a)
+{
+    if (!a->closed && a->head && *a->busy < a->lim.busy_max)
+        uv_idle_start(&a->idle, on_idle);
 }
 
 void admission_close(struct admission *a, void (*drop)(struct adm_item *it, void *arg))
@@ -74,14 +103,8 @@ void admission_close(struct admission *a, void (*drop)(struct adm_item *it, void
     if (a->closed)
         return;
     a->closed = true;
-    while (a->head) {
-        struct adm_item *it = a->head;
-        a->head = it->next;
-        it->next = NULL;
-        a->len--;
-        drop(it, a->arg);
-    }
-    a->tail = NULL;
+    while (a->head)
+        drop(pop(a), a->arg);
     uv_close((uv_handle_t *)&a->check, NULL);
     uv_close((uv_handle_t *)&a->idle, NULL);
 }

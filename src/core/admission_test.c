@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Admission queue: FIFO order, the per-turn budget, capacity, close. */
+/* Admission queue: FIFO order, the per-turn budget, the in-flight cap and
+ * its kick, capacity, refusal after max_wait, close. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,22 +18,26 @@ struct item {
 struct log {
     int ran[64];
     int n_ran;
+    int refused[64];
+    int n_refused;
     int dropped[64];
     int n_dropped;
-    struct admission *a;
-    int push_from_run; /* run pushes this item once, to test re-entry */
-    struct item *extra;
+    unsigned busy; /* the caller's count of admitted items still working */
+    bool run_adds_busy;
 };
 
 static void run(struct adm_item *it, void *arg)
 {
     struct log *l = arg;
-    struct item *x = PL_CONTAINER_OF(it, struct item, adm);
-    l->ran[l->n_ran++] = x->n;
-    if (l->extra && x->n == l->push_from_run) {
-        admission_push(l->a, &l->extra->adm);
-        l->extra = NULL;
-    }
+    l->ran[l->n_ran++] = PL_CONTAINER_OF(it, struct item, adm)->n;
+    if (l->run_adds_busy)
+        l->busy++;
+}
+
+static void refuse(struct adm_item *it, void *arg)
+{
+    struct log *l = arg;
+    l->refused[l->n_refused++] = PL_CONTAINER_OF(it, struct item, adm)->n;
 }
 
 static void drop(struct adm_item *it, void *arg)
@@ -41,14 +46,29 @@ static void drop(struct adm_item *it, void *arg)
     l->dropped[l->n_dropped++] = PL_CONTAINER_OF(it, struct item, adm)->n;
 }
 
+static void start(uv_loop_t *loop, struct admission *a, struct log *l, unsigned budget,
+                  unsigned capacity, unsigned busy_max, uint64_t max_wait_ms)
+{
+    assert_int_equal(uv_loop_init(loop), 0);
+    struct adm_limits lim = {
+        .budget = budget, .capacity = capacity, .busy_max = busy_max, .max_wait_ms = max_wait_ms};
+    assert_int_equal(admission_init(a, loop, &lim, &l->busy, run, refuse, l), 0);
+}
+
+static void finish(uv_loop_t *loop, struct admission *a)
+{
+    uv_run(loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(loop), 0);
+    (void)a;
+}
+
 static void test_budget_per_turn_in_order(void **state)
 {
     (void)state;
     uv_loop_t loop;
-    assert_int_equal(uv_loop_init(&loop), 0);
     struct admission a;
-    struct log l = {.a = &a};
-    assert_int_equal(admission_init(&a, &loop, 3, 100, run, &l), 0);
+    struct log l = {0};
+    start(&loop, &a, &l, 3, 100, 100, 0);
     struct item items[8];
     for (int i = 0; i < 8; i++) {
         items[i].n = i;
@@ -68,68 +88,103 @@ static void test_budget_per_turn_in_order(void **state)
     assert_int_equal(a.len, 0);
     admission_close(&a, drop);
     assert_int_equal(l.n_dropped, 0);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    finish(&loop, &a);
 }
 
-static void test_capacity_counts_busy(void **state)
+/* At busy_max nothing starts (and the loop does not spin: a default run
+ * returns with items waiting); admission_kick after busy falls lets the
+ * next ones through. */
+static void test_in_flight_cap_and_kick(void **state)
 {
     (void)state;
     uv_loop_t loop;
-    assert_int_equal(uv_loop_init(&loop), 0);
     struct admission a;
-    struct log l = {.a = &a};
-    assert_int_equal(admission_init(&a, &loop, 1, 3, run, &l), 0);
+    struct log l = {.run_adds_busy = true};
+    start(&loop, &a, &l, 10, 100, 2, 0);
+    struct item items[5];
+    for (int i = 0; i < 5; i++) {
+        items[i].n = i;
+        admission_push(&a, &items[i].adm);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT); /* returns: nothing can start, nothing to wait for */
+    assert_int_equal(l.n_ran, 2);
+    assert_int_equal(a.len, 3);
+    l.busy = 1; /* one finished */
+    admission_kick(&a);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(l.n_ran, 3);
+    assert_int_equal(l.ran[2], 2);
+    l.busy = 0;
+    admission_kick(&a);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(l.n_ran, 5);
+    admission_close(&a, drop);
+    finish(&loop, &a);
+}
+
+static void test_capacity_and_close(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    struct admission a;
+    struct log l = {0};
+    start(&loop, &a, &l, 1, 2, 100, 0);
     struct item items[3] = {{.n = 0}, {.n = 1}, {.n = 2}};
-    assert_false(admission_full(&a, 0));
-    assert_false(admission_full(&a, 2));
-    assert_true(admission_full(&a, 3));
+    assert_false(admission_full(&a));
     admission_push(&a, &items[0].adm);
+    assert_false(admission_full(&a));
     admission_push(&a, &items[1].adm);
-    assert_false(admission_full(&a, 0));
-    assert_true(admission_full(&a, 1));
-    admission_set_limits(&a, 5, 10);
-    assert_false(admission_full(&a, 7));
-    assert_true(admission_full(&a, 8));
-    admission_set_limits(&a, 0, 10); /* a zero budget still lets one through */
+    assert_true(admission_full(&a));
+    struct adm_limits wider = {.budget = 0, .capacity = 10, .busy_max = 100};
+    admission_set_limits(&a, &wider); /* a zero budget still lets one through */
+    assert_false(admission_full(&a));
     uv_run(&loop, UV_RUN_NOWAIT);
     assert_int_equal(l.n_ran, 1);
     admission_close(&a, drop);
     assert_int_equal(l.n_dropped, 1);
     assert_int_equal(l.dropped[0], 1);
-    assert_true(admission_full(&a, 0)); /* closed: everything is refused */
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_true(admission_full(&a)); /* closed: everything is refused */
+    finish(&loop, &a);
 }
 
-static void test_push_from_inside_run_counts_against_the_budget(void **state)
+/* Items that waited max_wait_ms are refused, oldest first, without
+ * counting against the budget; younger ones still start. */
+static void test_items_waiting_too_long_are_refused(void **state)
 {
     (void)state;
     uv_loop_t loop;
-    assert_int_equal(uv_loop_init(&loop), 0);
     struct admission a;
-    struct item extra = {.n = 99};
-    struct log l = {.a = &a, .push_from_run = 0, .extra = &extra};
-    assert_int_equal(admission_init(&a, &loop, 2, 100, run, &l), 0);
-    struct item first = {.n = 0};
-    admission_push(&a, &first.adm);
+    struct log l = {.run_adds_busy = true};
+    start(&loop, &a, &l, 10, 100, 1, 50);
+    struct item items[4] = {{.n = 0}, {.n = 1}, {.n = 2}, {.n = 3}};
+    admission_push(&a, &items[0].adm);
+    admission_push(&a, &items[1].adm);
+    admission_push(&a, &items[2].adm);
     uv_run(&loop, UV_RUN_NOWAIT);
-    /* 0 ran and pushed 99, which the same turn's budget then took. */
+    assert_int_equal(l.n_ran, 1); /* busy_max 1 */
+    /* Make the waiting ones old: loop time is what counts. */
+    items[1].adm.since_ms -= 60;
+    items[2].adm.since_ms -= 60;
+    admission_push(&a, &items[3].adm);
+    l.busy = 0;
+    admission_kick(&a);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(l.n_refused, 2);
+    assert_int_equal(l.refused[0], 1);
+    assert_int_equal(l.refused[1], 2);
     assert_int_equal(l.n_ran, 2);
-    assert_int_equal(l.ran[1], 99);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(l.n_ran, 2);
+    assert_int_equal(l.ran[1], 3);
     admission_close(&a, drop);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    finish(&loop, &a);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_budget_per_turn_in_order),
-        cmocka_unit_test(test_capacity_counts_busy),
-        cmocka_unit_test(test_push_from_inside_run_counts_against_the_budget),
+        cmocka_unit_test(test_in_flight_cap_and_kick),
+        cmocka_unit_test(test_capacity_and_close),
+        cmocka_unit_test(test_items_waiting_too_long_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,8 +36,10 @@ void config_defaults(struct config *cfg)
     cfg->account_burst = 200;
     cfg->signup_ip_rate = 0.2;
     cfg->signup_ip_burst = 5;
-    cfg->auth_queue_max = 4096;
+    cfg->auth_queue_max = 1024;
     cfg->auth_per_turn = 32;
+    cfg->auth_inflight_max = 64;
+    cfg->auth_max_wait_ms = 1000;
     cfg->retry_after_ms = 1000;
     cfg->store_max_batch = 1024;
     cfg->store_max_queue = 65536;
@@ -197,6 +199,8 @@ static const struct numkey numkeys[] = {
     NK("ratelimit", "signup_ip_burst", K_DOUBLE, signup_ip_burst, 1, 1e9),
     NK("admission", "auth_queue_max", K_UINT, auth_queue_max, 1, 1000000),
     NK("admission", "auth_per_turn", K_UINT, auth_per_turn, 1, 100000),
+    NK("admission", "auth_inflight_max", K_UINT, auth_inflight_max, 1, 1000000),
+    NK("admission", "max_wait_ms", K_UINT, auth_max_wait_ms, 0, 3600000),
     NK("admission", "retry_after_ms", K_UINT, retry_after_ms, 1, 3600000),
     NK("store", "max_batch", K_UINT, store_max_batch, 1, 100000),
     NK("store", "max_queue", K_UINT, store_max_queue, 1, 10000000),

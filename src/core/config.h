@@ -37,6 +37,8 @@ struct config {
     /* [admission] */
     unsigned auth_queue_max;   /* sign-ups + logins waiting or in flight per loop before refusing */
     unsigned auth_per_turn;    /* sign-ups + logins started per loop turn */
+    unsigned auth_inflight_max; /* sign-ups + logins at the store per loop */
+    unsigned auth_max_wait_ms; /* one that waited this long is refused; 0: never */
     unsigned retry_after_ms;   /* advised wait when refusing for load */
     /* [store] */
     char db_path[512];         /* empty: data_dir/parley.db */

@@ -104,6 +104,17 @@ static struct net_limits limits_of(const struct config *cfg)
     return l;
 }
 
+struct adm_limits adm_limits_of(const struct config *cfg)
+{
+    struct adm_limits l = {
+        .budget = cfg->auth_per_turn,
+        .capacity = cfg->auth_queue_max,
+        .busy_max = cfg->auth_inflight_max,
+        .max_wait_ms = cfg->auth_max_wait_ms,
+    };
+    return l;
+}
+
 /* --- workers ------------------------------------------------------------ */
 
 static void on_control_closed(uv_handle_t *h)
@@ -142,7 +153,8 @@ static void on_control(uv_async_t *h)
         w->conf = next;
         struct net_limits l = limits_of(&next->cfg);
         net_loop_reload(w->net, next->tls, &l);
-        admission_set_limits(&w->adm, next->cfg.auth_per_turn, next->cfg.auth_queue_max);
+        struct adm_limits al = adm_limits_of(&next->cfg);
+        admission_set_limits(&w->adm, &al);
     } else if (next) {
         config_ref_drop(next);
     }
@@ -169,8 +181,9 @@ static void worker_run(void *arg)
         goto fail;
     if ((rc = router_port_open(server.router, &w->loop, session_deliver, w, &w->router)) != 0)
         goto fail;
-    if ((rc = admission_init(&w->adm, &w->loop, w->conf->cfg.auth_per_turn,
-                             w->conf->cfg.auth_queue_max, session_admitted, w)) != 0)
+    struct adm_limits al = adm_limits_of(&w->conf->cfg);
+    if ((rc = admission_init(&w->adm, &w->loop, &al, &w->auth_in_flight, session_admitted,
+                             session_admission_refuse, w)) != 0)
         goto fail;
     w->adm_open = true;
     if ((rc = net_loop_start(&w->loop, w->listen_fd, w->conf->tls, &l, &session_callbacks, w,

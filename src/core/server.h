@@ -77,7 +77,10 @@ void session_deliver(void *arg, uint64_t user_id, uint64_t exclude_device, const
                      size_t len);
 /* Admission callbacks (admission.h) for w->adm. */
 void session_admitted(struct adm_item *it, void *arg);
+void session_admission_refuse(struct adm_item *it, void *arg);
 void session_admission_drop(struct adm_item *it, void *arg);
+/* The admission limits a configuration sets. */
+struct adm_limits adm_limits_of(const struct config *cfg);
 /* Called when a worker is stopping and the last store callback returned. */
 void worker_maybe_finish(struct worker *w);
 

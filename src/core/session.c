@@ -269,7 +269,7 @@ static bool signature_ok(const uint8_t *sig, const uint8_t *nonce, const uint8_t
  * refused at once with BUSY and retry_after, never left to time out. */
 static bool admit_auth(struct session *s, uint64_t id, enum metrics_method m)
 {
-    if (!admission_full(&s->w->adm, s->w->auth_in_flight))
+    if (!admission_full(&s->w->adm))
         return true;
     atomic_fetch_add_explicit(&metrics.admission_refusals, 1, memory_order_relaxed);
     respond_error(s, id, m, PARLEY_EBUSY, cfg_of(s)->retry_after_ms);
@@ -299,6 +299,19 @@ void session_admitted(struct adm_item *it, void *arg)
     } else {
         submit(op);
     }
+    session_unref(s);
+}
+
+/* A sign-up or login that waited [admission] max_wait_ms: answered BUSY
+ * with retry_after rather than left to time out. */
+void session_admission_refuse(struct adm_item *it, void *arg)
+{
+    PL_UNUSED(arg);
+    struct op *op = PL_CONTAINER_OF(it, struct op, adm);
+    struct session *s = op->s;
+    atomic_fetch_add_explicit(&metrics.admission_refusals, 1, memory_order_relaxed);
+    respond_error(s, op->request_id, op->method, PARLEY_EBUSY, cfg_of(s)->retry_after_ms);
+    op_free(op);
     session_unref(s);
 }
 
@@ -361,6 +374,7 @@ static void handle_signup(struct session *s, uint64_t id, const Parley__V1__Sign
         return;
     struct op *op = op_new(s, id, m);
     op->req.op = STORE_OP_SIGNUP;
+    op->req.bulk = true;
     memcpy(op->req.in.signup.username, name, sizeof(name));
     memcpy(op->req.in.signup.pubkey, r->public_key.data, STORE_PUBKEY_LEN);
     /* The signature is checked once admitted, against this nonce (the
@@ -418,6 +432,7 @@ static void handle_auth(struct session *s, uint64_t id, const Parley__V1__AuthRe
         return;
     struct op *op = op_new(s, id, m);
     op->req.op = STORE_OP_DEVICE;
+    op->req.bulk = true;
     op->req.in.device_id = r->device_id;
     memcpy(op->signature, r->signature.data, SIGNATURE_LEN);
     memcpy(op->nonce, r->nonce.data, NONCE_LEN);
@@ -754,8 +769,11 @@ static void on_store_done(struct store_req *req)
     struct session *s = op->s;
     struct worker *w = s->w;
     w->in_flight--;
-    if (op->method == METHOD_SIGNUP || op->method == METHOD_AUTH)
+    if (op->method == METHOD_SIGNUP || op->method == METHOD_AUTH) {
         w->auth_in_flight--;
+        if (w->adm_open)
+            admission_kick(&w->adm);
+    }
 
     if (op->resolving) {
         /* Step one of a send or history: the peer's id is known now. */

@@ -34,6 +34,7 @@
 #define SWEEP_MAX_MS 1000    /* the sweep's period, shortened for short limits */
 #define SWEEP_MIN_MS 10
 #define HIBERNATE_MS 1000    /* quiet this long, a connection frees its WebSocket state */
+#define LISTEN_BACKLOG 4096  /* the kernel caps it at net.core.somaxconn */
 
 #define DEFAULT_MAX_FRAME (1u << 20)
 #define DEFAULT_MAX_SEND_QUEUE (4u << 20)
@@ -751,7 +752,7 @@ int net_loop_start(uv_loop_t *loop, int fd, SSL_CTX *tls, const struct net_limit
     if (rv != 0)
         close(fd);
     else
-        rv = uv_listen((uv_stream_t *)&nl->listener, 511, on_connection);
+        rv = uv_listen((uv_stream_t *)&nl->listener, LISTEN_BACKLOG, on_connection);
     if (rv != 0) {
         log_error("net", "event=listen_failed err=%s", uv_err_name(rv));
         uv_close((uv_handle_t *)&nl->listener, on_start_failed_closed);

@@ -27,6 +27,7 @@ struct store_config {
     unsigned max_batch;        /* most requests per transaction; 0: 1024 */
     unsigned max_queue;        /* queued requests beyond this are refused; 0: 65536 */
     unsigned user_cache;       /* users whose name and pts the writer keeps; 0: 2^20 */
+    unsigned bulk_per_batch;   /* most bulk requests per transaction; 0: 64 */
 };
 
 /* One message row as seen from one account's log. Strings point into the
@@ -70,6 +71,10 @@ struct store_req {
     enum store_op op;
     store_cb *cb;
     void *data; /* the caller's */
+    /* Low priority (sign-ups, logins): the writer takes every other queued
+     * request first and at most store_config.bulk_per_batch of these per
+     * transaction, so that a flood of them never delays the rest. */
+    bool bulk;
     union {
         struct {
             char username[USERNAME_MAX + 1]; /* already normalized */
@@ -138,7 +143,9 @@ PL_NODISCARD int store_open(const struct store_config *cfg, struct store **out);
 void store_close(struct store *st);
 
 /* Creates a port bound to loop (called on that loop's thread). Callbacks of
- * requests submitted through it run on that loop, in submission order. The
+ * requests submitted through it run on that loop, in submission order among
+ * requests of the same priority (a bulk request may finish after ordinary
+ * ones submitted later). The
  * port keeps the loop alive only while it has requests in flight. Returns 0
  * and sets *out, or PARLEY_EINVAL (store closing) or PARLEY_EINTERNAL. */
 PL_NODISCARD int store_port_open(struct store *st, uv_loop_t *loop, struct store_port **out);

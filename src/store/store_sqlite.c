@@ -25,6 +25,7 @@
 #define DEFAULT_MAX_BATCH 1024
 #define DEFAULT_MAX_QUEUE 65536
 #define DEFAULT_USER_CACHE (1u << 20)
+#define DEFAULT_BULK_PER_BATCH 64
 #define BUSY_TIMEOUT_MS 5000
 /* Largest text accepted: the protocol's character limit in 4-byte UTF-8. */
 #define TEXT_MAX_BYTES ((size_t)PARLEY_TEXT_MAX_CHARS * 4)
@@ -167,6 +168,9 @@ struct store {
     uv_cond_t cond;         /* signalled when the queue becomes non-empty or on close */
     struct store_req *head; /* submitted, not yet taken by the writer */
     struct store_req *tail;
+    struct store_req *bulk_head; /* the same for bulk (low-priority) requests */
+    struct store_req *bulk_tail;
+    unsigned bulk_per_batch;
     unsigned queued; /* length of head..tail, at most max_queue */
     bool closing;    /* store_close started: no new requests or ports */
     struct store_stats stats;
@@ -813,28 +817,47 @@ static void deliver(struct store_req *head)
     }
 }
 
+/* Moves up to max requests from the front of queue (*qh, *qt) to the end of
+ * the list (*head, *last); returns how many. */
+static unsigned take(struct store_req **qh, struct store_req **qt, unsigned max,
+                     struct store_req **head, struct store_req **last)
+{
+    unsigned n = 0;
+    while (n < max && *qh) {
+        struct store_req *r = *qh;
+        *qh = r->next;
+        r->next = NULL;
+        if (*last)
+            (*last)->next = r;
+        else
+            *head = r;
+        *last = r;
+        n++;
+    }
+    if (!*qh)
+        *qt = NULL;
+    return n;
+}
+
 static void writer_main(void *arg)
 {
     struct store *st = arg;
     for (;;) {
         uv_mutex_lock(&st->lock);
-        while (!st->head && !st->closing)
+        while (!st->head && !st->bulk_head && !st->closing)
             uv_cond_wait(&st->cond, &st->lock);
-        if (!st->head) {
+        if (!st->head && !st->bulk_head) {
             uv_mutex_unlock(&st->lock);
             break;
         }
-        struct store_req *head = st->head, *last = head;
-        unsigned n = 1;
-        while (n < st->max_batch && last->next) {
-            last = last->next;
-            n++;
-        }
-        st->head = last->next;
-        if (!st->head)
-            st->tail = NULL;
+        /* Everything ordinary first (up to max_batch), then a few bulk
+         * requests: the batch is one list, ordinary ones in front. */
+        struct store_req *head = NULL, *last = NULL;
+        unsigned n = take(&st->head, &st->tail, st->max_batch, &head, &last);
+        unsigned room = PL_MAX(st->max_batch - n, 1u); /* bulk never starves outright */
+        n += take(&st->bulk_head, &st->bulk_tail, PL_MIN(room, st->bulk_per_batch), &head,
+                  &last);
         st->queued -= n;
-        last->next = NULL;
         uv_mutex_unlock(&st->lock);
 
         run_batch(st, head, n);
@@ -973,6 +996,7 @@ int store_open(const struct store_config *cfg, struct store **out)
     u64map_init(&st->users);
     st->users_max = cfg->user_cache ? cfg->user_cache : DEFAULT_USER_CACHE;
     st->max_batch = cfg->max_batch ? cfg->max_batch : DEFAULT_MAX_BATCH;
+    st->bulk_per_batch = cfg->bulk_per_batch ? cfg->bulk_per_batch : DEFAULT_BULK_PER_BATCH;
     st->max_queue = cfg->max_queue ? cfg->max_queue : DEFAULT_MAX_QUEUE;
     atomic_init(&st->refs, 1);
 
@@ -1151,12 +1175,14 @@ int store_submit(struct store_port *port, struct store_req *req)
         uv_mutex_unlock(&st->lock);
         return PARLEY_EBUSY;
     }
-    bool was_empty = !st->head;
-    if (st->tail)
-        st->tail->next = req;
+    bool was_empty = !st->head && !st->bulk_head;
+    struct store_req **qh = req->bulk ? &st->bulk_head : &st->head;
+    struct store_req **qt = req->bulk ? &st->bulk_tail : &st->tail;
+    if (*qt)
+        (*qt)->next = req;
     else
-        st->head = req;
-    st->tail = req;
+        *qh = req;
+    *qt = req;
     st->queued++;
     if (was_empty)
         uv_cond_signal(&st->cond);
