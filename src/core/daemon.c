@@ -173,6 +173,7 @@ static void worker_run(void *arg)
     struct net_limits l = limits_of(&w->conf->cfg);
     u64map_init(&w->online);
     u64map_init(&w->names);
+    arena_init(&w->req_arena, 16384);
     if (uv_loop_init(&w->loop) != 0)
         goto fail;
     if (uv_async_init(&w->loop, &w->control, on_control) != 0)
@@ -216,6 +217,7 @@ out:;
         free(v);
     u64map_deinit(&w->names);
     u64map_deinit(&w->online);
+    session_worker_free(w);
     if (uv_loop_close(&w->loop) != 0)
         log_warn("core", "event=loop_close_busy worker=%u", w->index);
 }

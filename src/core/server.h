@@ -6,7 +6,9 @@
 #define PARLEY_CORE_SERVER_H
 
 #include "admission.h"
+#include "common/arena.h"
 #include "common/compiler.h"
+#include "proto/frame.h"
 #include "common/u64map.h"
 #include "config.h"
 #include "net/net.h"
@@ -48,6 +50,10 @@ struct worker {
     unsigned in_flight;            /* store requests submitted, callbacks pending */
     unsigned auth_in_flight;       /* sign-ups and logins among them */
     struct admission adm;          /* sign-ups and logins waiting to start */
+    struct arena req_arena;        /* the request being handled: its decoded frame */
+    struct frame_buf enc;          /* encoding scratch for answers and pushes */
+    struct op *op_free;            /* reusable requests (session.c) */
+    unsigned op_free_n;
     bool adm_open;
     struct u64map online;          /* user id -> first struct session of that user here */
     struct u64map names;           /* username hash -> struct name_cache_entry */
@@ -75,6 +81,8 @@ struct server {
 extern const struct net_callbacks session_callbacks;
 void session_deliver(void *arg, uint64_t user_id, uint64_t exclude_device, const uint8_t *frame,
                      size_t len);
+/* Frees what session.c keeps per worker; after the loop has ended. */
+void session_worker_free(struct worker *w);
 /* Admission callbacks (admission.h) for w->adm. */
 void session_admitted(struct adm_item *it, void *arg);
 void session_admission_refuse(struct adm_item *it, void *arg);

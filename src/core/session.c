@@ -3,6 +3,7 @@
  * authentication, hand the work to the store, answer when it has committed,
  * and fan the result out through the router. Runs on the connection's loop;
  * a session outlives its connection until its last store callback. */
+#include "common/arena.h"
 #include "common/err.h"
 #include "common/log.h"
 #include "common/mem.h"
@@ -27,6 +28,9 @@
 /* Bytes of a SyncResponse frame besides its updates (version, ids, pts,
  * more, tags and lengths, each at its longest), and per update besides the
  * update itself (its tag and length). */
+#define OP_TEXT_SMALL 256  /* texts up to this many bytes live inside the op */
+#define OP_FREE_MAX 4096   /* ops a worker keeps for reuse */
+#define ENCODE_KEEP 65536  /* the encode buffer shrinks back past this */
 #define PAGE_FRAME_OVERHEAD 64
 #define PAGE_ENTRY_OVERHEAD 6
 
@@ -53,8 +57,10 @@ struct op {
     enum metrics_method method;
     bool resolving;        /* step one of send/history: looking up the peer */
     char peer_name[USERNAME_MAX + 1];
-    char *text;            /* send: owned copy */
+    char *text;            /* send: text_small, or an owned copy when longer */
     size_t text_len;
+    struct op *free_next;  /* in the worker's free list */
+    char text_small[OP_TEXT_SMALL];
     uint64_t client_id;
     uint64_t before_id;
     unsigned limit;
@@ -116,7 +122,7 @@ static void send_frame(struct session *s, const PlFrame *f)
     if (!s->conn)
         return;
     size_t len;
-    uint8_t *buf = frame_encode(f, &len);
+    const uint8_t *buf = frame_encode_buf(f, &s->w->enc, &len);
     if (!buf) {
         log_error("core", "event=oom what=frame_encode");
         abort();
@@ -124,7 +130,7 @@ static void send_frame(struct session *s, const PlFrame *f)
     int rc = net_conn_send(s->conn, buf, len);
     if (rc)
         log_debug("core", "event=send_dropped user=%llu", (unsigned long long)s->user_id);
-    free(buf);
+    frame_buf_release(&s->w->enc, ENCODE_KEEP);
 }
 
 static void respond(struct session *s, Parley__V1__Response *resp, enum metrics_method m)
@@ -176,9 +182,19 @@ static void msg_to_proto(const struct store_msg *m, Parley__V1__Message *out)
 
 static void on_store_done(struct store_req *req);
 
+/* Ops come from a per-worker free list: a request allocates nothing in
+ * the steady state. */
 static struct op *op_new(struct session *s, uint64_t request_id, enum metrics_method m)
 {
-    struct op *op = xcalloc(1, sizeof(*op));
+    struct worker *w = s->w;
+    struct op *op = w->op_free;
+    if (op) {
+        w->op_free = op->free_next;
+        w->op_free_n--;
+        memset(op, 0, sizeof(*op));
+    } else {
+        op = xcalloc(1, sizeof(*op));
+    }
     op->s = s;
     op->request_id = request_id;
     op->method = m;
@@ -189,9 +205,31 @@ static struct op *op_new(struct session *s, uint64_t request_id, enum metrics_me
 
 static void op_free(struct op *op)
 {
+    struct worker *w = op->s->w;
     store_req_reset(&op->req);
-    free(op->text);
-    free(op);
+    if (op->text != op->text_small)
+        free(op->text);
+    if (w->op_free_n >= OP_FREE_MAX) {
+        free(op);
+        return;
+    }
+    op->free_next = w->op_free;
+    w->op_free = op;
+    w->op_free_n++;
+}
+
+void session_worker_free(struct worker *w)
+{
+    while (w->op_free) {
+        struct op *op = w->op_free;
+        w->op_free = op->free_next;
+        free(op);
+    }
+    w->op_free_n = 0;
+    arena_deinit(&w->req_arena);
+    free(w->enc.data);
+    w->enc.data = NULL;
+    w->enc.cap = 0;
 }
 
 /* Submits op; on refusal answers the request and frees op. */
@@ -544,7 +582,7 @@ static void handle_send(struct session *s, uint64_t id, const Parley__V1__SendRe
         return;
     }
     struct op *op = op_new(s, id, m);
-    op->text = xmalloc(len + 1);
+    op->text = len < sizeof(op->text_small) ? op->text_small : xmalloc(len + 1);
     memcpy(op->text, r->text.data, len);
     op->text[len] = '\0';
     op->text_len = len;
@@ -578,21 +616,18 @@ static void publish_message(struct session *s, const struct store_req *req)
     f.body_case = PARLEY__V1__FRAME__BODY_PUSH;
     f.push = &push;
     size_t len;
-    uint8_t *buf;
+    const uint8_t *buf;
+    struct frame_buf *enc = &s->w->enc; /* router_publish copies what it keeps */
     if (req->out.msg.to_user != req->out.msg.from_user && req->out.to_pts) {
         up.pts = req->out.to_pts;
-        buf = frame_encode(&f, &len);
-        if (!buf)
+        if (!(buf = frame_encode_buf(&f, enc, &len)))
             abort();
         router_publish(s->w->router, req->out.msg.to_user, 0, buf, len);
-        free(buf);
     }
     up.pts = req->out.msg.pts;
-    buf = frame_encode(&f, &len);
-    if (!buf)
+    if (!(buf = frame_encode_buf(&f, enc, &len)))
         abort();
     router_publish(s->w->router, req->out.msg.from_user, req->out.msg.from_device, buf, len);
-    free(buf);
 }
 
 static void send_done(struct op *op)
@@ -936,9 +971,11 @@ static void on_open(struct net_conn *c)
 static void on_message(struct net_conn *c, const uint8_t *data, size_t len)
 {
     struct session *s = net_conn_data(c);
+    struct arena *a = &s->w->req_arena;
     PlFrame *f;
-    int rc = frame_decode(data, len, cfg_of(s)->max_frame_bytes, &f);
+    int rc = frame_decode_arena(data, len, cfg_of(s)->max_frame_bytes, a, &f);
     if (rc) {
+        arena_reset(a);
         respond_error(s, 0, METHOD_UNKNOWN, rc, 0);
         return;
     }
@@ -949,7 +986,7 @@ static void on_message(struct net_conn *c, const uint8_t *data, size_t len)
     } else {
         handle_request(s, f->request);
     }
-    frame_free(f);
+    arena_reset(a); /* the frame and everything in it; handlers copied what they keep */
 }
 
 static void on_close(struct net_conn *c)

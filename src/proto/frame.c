@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Frame decoding and encoding on protobuf-c. */
 #include "frame.h"
+#include "common/arena.h"
 #include "common/err.h"
 
 #include <stdbool.h>
@@ -49,19 +50,43 @@ static bool has_field_zero(const ProtobufCMessage *m)
     return false;
 }
 
-int frame_decode(const uint8_t *data, size_t len, size_t max, PlFrame **out)
+static int decode(const uint8_t *data, size_t len, size_t max, ProtobufCAllocator *alloc,
+                  PlFrame **out)
 {
     if (len > max)
         return PARLEY_ETOOBIG;
-    PlFrame *f = parley__v1__frame__unpack(NULL, len, data);
+    PlFrame *f = parley__v1__frame__unpack(alloc, len, data);
     if (!f)
         return PARLEY_EMALFORMED;
     if (has_field_zero(&f->base)) {
-        parley__v1__frame__free_unpacked(f, NULL);
+        parley__v1__frame__free_unpacked(f, alloc);
         return PARLEY_EMALFORMED;
     }
     *out = f;
     return 0;
+}
+
+int frame_decode(const uint8_t *data, size_t len, size_t max, PlFrame **out)
+{
+    return decode(data, len, max, NULL, out);
+}
+
+static void *arena_pc_alloc(void *data, size_t size)
+{
+    return arena_alloc(data, size);
+}
+
+static void arena_pc_free(void *data, void *p)
+{
+    PL_UNUSED(data);
+    PL_UNUSED(p); /* everything goes at arena_reset */
+}
+
+int frame_decode_arena(const uint8_t *data, size_t len, size_t max, struct arena *a,
+                       PlFrame **out)
+{
+    ProtobufCAllocator alloc = {.alloc = arena_pc_alloc, .free = arena_pc_free, .allocator_data = a};
+    return decode(data, len, max, &alloc, out);
 }
 
 void frame_free(PlFrame *f)
@@ -78,6 +103,32 @@ uint8_t *frame_encode(const PlFrame *f, size_t *len)
         return NULL;
     *len = parley__v1__frame__pack(f, buf);
     return buf;
+}
+
+const uint8_t *frame_encode_buf(const PlFrame *f, struct frame_buf *b, size_t *len)
+{
+    size_t n = parley__v1__frame__get_packed_size(f);
+    if (n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < n)
+            cap *= 2;
+        uint8_t *p = realloc(b->data, cap);
+        if (!p)
+            return NULL;
+        b->data = p;
+        b->cap = cap;
+    }
+    *len = parley__v1__frame__pack(f, b->data);
+    return b->data;
+}
+
+void frame_buf_release(struct frame_buf *b, size_t keep)
+{
+    if (b->cap > keep) {
+        free(b->data);
+        b->data = NULL;
+        b->cap = 0;
+    }
 }
 
 uint64_t frame_request_id(const PlFrame *f)

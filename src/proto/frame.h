@@ -22,9 +22,27 @@ typedef Parley__V1__Frame PlFrame; /* short names for the generated types */
 PL_NODISCARD int frame_decode(const uint8_t *data, size_t len, size_t max, PlFrame **out);
 void frame_free(PlFrame *f);
 
+struct arena;
+/* The same, with every allocation from arena a: nothing to free, the frame
+ * lives until arena_reset (the loop resets after each request). */
+PL_NODISCARD int frame_decode_arena(const uint8_t *data, size_t len, size_t max, struct arena *a,
+                                    PlFrame **out);
+
 /* Serializes f into a new buffer of *len bytes, owned by the caller (free()).
  * Returns NULL only when out of memory. */
 uint8_t *frame_encode(const PlFrame *f, size_t *len);
+
+/* A reusable encoding buffer. */
+struct frame_buf {
+    uint8_t *data;
+    size_t cap;
+};
+/* Encodes f into b (grown as needed); returns b->data and sets *len, or
+ * NULL when out of memory. Valid until the next use of b. */
+const uint8_t *frame_encode_buf(const PlFrame *f, struct frame_buf *b, size_t *len);
+/* Frees b's storage if it grew past keep bytes (one big answer should not
+ * pin its buffer); b stays usable. */
+void frame_buf_release(struct frame_buf *b, size_t keep);
 
 /* The request id of a Frame that carries a request, else 0. */
 uint64_t frame_request_id(const PlFrame *f);
