@@ -19,6 +19,64 @@ static const char *build_dir(void)
     return b ? b : "build";
 }
 
+/* test.conf's path. */
+static void base_conf(char *out, size_t size)
+{
+    const char *src = getenv("PARLEY_SOURCE_DIR");
+    snprintf(out, size, "%s/tests/harness/test.conf", src ? src : ".");
+}
+
+int testserver_start_conf(struct testserver *s, const char *conf_extra)
+{
+    char base[512], path[300];
+    base_conf(base, sizeof(base));
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, sizeof(path), "%s/parley-itest-conf.XXXXXX", tmp ? tmp : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        perror("mkstemp");
+        return -1;
+    }
+    FILE *out = fdopen(fd, "w");
+    FILE *in = fopen(base, "r");
+    if (!out || !in) {
+        perror("test.conf");
+        if (out)
+            fclose(out);
+        else
+            close(fd);
+        if (in)
+            fclose(in);
+        unlink(path);
+        return -1;
+    }
+    char line[512];
+    while (fgets(line, sizeof(line), in))
+        fputs(line, out);
+    fclose(in);
+    fprintf(out, "\n%s\n", conf_extra);
+    if (fclose(out) != 0) {
+        unlink(path);
+        return -1;
+    }
+    const char *args[] = {"--config", path, NULL};
+    int rc = testserver_start(s, args);
+    snprintf(s->conf_path, sizeof(s->conf_path), "%s", path);
+    if (rc != 0) {
+        unlink(path);
+        s->conf_path[0] = '\0';
+    }
+    return rc;
+}
+
+int testserver_finish(struct testserver *s)
+{
+    int rc = testserver_stop(s, SIGTERM);
+    bool dirty = testserver_sanitizer_report(s);
+    testserver_cleanup(s);
+    return rc == 0 && !dirty ? 0 : -1;
+}
+
 int testserver_start(struct testserver *s, const char *const *extra_args)
 {
     memset(s, 0, sizeof(*s));
@@ -32,8 +90,7 @@ int testserver_start(struct testserver *s, const char *const *extra_args)
     snprintf(data, sizeof(data), "%s/data", s->dir);
     snprintf(bin, sizeof(bin), "%s/parleyd", build_dir());
     char conf[512];
-    const char *src = getenv("PARLEY_SOURCE_DIR");
-    snprintf(conf, sizeof(conf), "%s/tests/harness/test.conf", src ? src : ".");
+    base_conf(conf, sizeof(conf));
     const char *argv[32] = {bin,    "--plaintext", "--listen", "127.0.0.1:0",
                             "--data", data,          "--config", conf};
     int argc = 8;
@@ -122,5 +179,9 @@ void testserver_cleanup(struct testserver *s)
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
         if (system(cmd) != 0)
             fprintf(stderr, "could not remove %s\n", s->dir);
+    }
+    if (s->conf_path[0]) {
+        unlink(s->conf_path);
+        s->conf_path[0] = '\0';
     }
 }

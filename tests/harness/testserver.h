@@ -14,11 +14,21 @@ struct testserver {
     char dir[256];      /* data dir (removed by testserver_cleanup) */
     char url[64];       /* http://127.0.0.1:PORT */
     char err_path[300]; /* the server's stderr */
+    char conf_path[300]; /* testserver_start_conf's file; removed by testserver_cleanup */
 };
 
 /* Starts parleyd --plaintext with a fresh data dir; extra args may be NULL.
  * Returns 0, or -1 with the reason on stderr. */
 int testserver_start(struct testserver *s, const char *const *extra_args);
+
+/* Starts parleyd --plaintext with a configuration made of the harness's
+ * test.conf followed by conf_extra (sections and keys test.conf does not
+ * set). Returns 0, or -1 with the reason on stderr. */
+int testserver_start_conf(struct testserver *s, const char *conf_extra);
+
+/* The usual teardown: SIGTERM, wait, sanitizer check, cleanup. Returns 0
+ * if the server stopped cleanly with no sanitizer report, else -1. */
+int testserver_finish(struct testserver *s);
 
 /* Sends sig and waits; returns the exit status (or 128+signal). */
 int testserver_stop(struct testserver *s, int sig);

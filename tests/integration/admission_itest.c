@@ -24,39 +24,23 @@
 #define RETRY_AFTER_MS 50
 
 static struct testserver srv;
-static char conf_path[512];
 
 static int setup(void **state)
 {
     (void)state;
     if (sodium_init() < 0)
         return -1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(conf_path, sizeof(conf_path), "%s/parley-admission-XXXXXX", tmp ? tmp : "/tmp");
-    int fd = mkstemp(conf_path);
-    if (fd < 0)
-        return -1;
-    FILE *f = fdopen(fd, "w");
-    if (!f)
-        return -1;
-    fprintf(f, "[ratelimit]\nip_rate = 100000\nip_burst = 100000\n"
-               "account_rate = 100000\naccount_burst = 100000\n"
-               "signup_ip_rate = 100000\nsignup_ip_burst = 100000\n"
-               "[admission]\nauth_queue_max = 2\nauth_per_turn = 1\nretry_after_ms = %d\n",
-            RETRY_AFTER_MS);
-    fclose(f);
-    const char *args[] = {"--config", conf_path, NULL};
-    return testserver_start(&srv, args);
+    char conf[128];
+    snprintf(conf, sizeof(conf),
+             "[admission]\nauth_queue_max = 2\nauth_per_turn = 1\nretry_after_ms = %d\n",
+             RETRY_AFTER_MS);
+    return testserver_start_conf(&srv, conf);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    int rc = testserver_stop(&srv, SIGTERM);
-    bool dirty = testserver_sanitizer_report(&srv);
-    testserver_cleanup(&srv);
-    unlink(conf_path);
-    return rc == 0 && !dirty ? 0 : -1;
+    return testserver_finish(&srv);
 }
 
 struct client {

@@ -34,10 +34,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    int rc = testserver_stop(&srv, SIGTERM);
-    bool dirty = testserver_sanitizer_report(&srv);
-    testserver_cleanup(&srv);
-    return rc == 0 && !dirty ? 0 : -1;
+    return testserver_finish(&srv);
 }
 
 static void test_malformed_protobuf_gets_emalformed(void **state)

@@ -34,46 +34,24 @@
 #define TEXT_BYTES (TAG_LEN + (TEXT_CHARS - TAG_LEN) * 4)
 
 static struct testserver srv;
-static char conf_path[512];
 
 static int setup(void **state)
 {
     (void)state;
     if (sodium_init() < 0)
         return -1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(conf_path, sizeof(conf_path), "%s/parley-slow-XXXXXX", tmp ? tmp : "/tmp");
-    int fd = mkstemp(conf_path);
-    if (fd < 0)
-        return -1;
-    FILE *f = fdopen(fd, "w");
-    if (!f)
-        return -1;
-    /* The test clients share 127.0.0.1, so rate limits are raised as in
-     * the harness's test.conf. */
-    fprintf(f,
-            "[limits]\nmax_frame_bytes = %d\nsend_queue_bytes = %d\n"
-            "[ratelimit]\nip_rate = 100000\nip_burst = 100000\n"
-            "account_rate = 100000\naccount_burst = 100000\n"
-            "signup_ip_rate = 100000\nsignup_ip_burst = 100000\n",
-            FRAME_BYTES, QUEUE_BYTES);
-    if (fclose(f) != 0)
-        return -1;
-    const char *args[] = {"--config", conf_path, NULL};
-    return testserver_start(&srv, args);
+    char conf[128];
+    snprintf(conf, sizeof(conf), "[limits]\nmax_frame_bytes = %d\nsend_queue_bytes = %d\n",
+             FRAME_BYTES, QUEUE_BYTES);
+    return testserver_start_conf(&srv, conf);
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    int rc = testserver_stop(&srv, SIGTERM);
-    bool dirty = testserver_sanitizer_report(&srv);
-    testserver_cleanup(&srv);
-    unlink(conf_path);
-    return rc == 0 && !dirty ? 0 : -1;
+    return testserver_finish(&srv);
 }
 
-/* A sample of /metrics, by name (with labels, as printed). */
 static double metric(const char *name)
 {
     char *res = raw_http_get(srv.port, "/metrics");
