@@ -7,7 +7,8 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libuv1-dev libssl-dev openssl libhttp-parser-dev libwslay-dev
       libprotobuf-c-dev protobuf-c-compiler libsodium-dev libjansson-dev
-      libinih-dev libsqlite3-dev libcmocka-dev jq curl)
+      libinih-dev libsqlite3-dev libcmocka-dev jq curl
+      libsignal-protocol-c-dev)
 
 missing=()
 for p in "${PKGS[@]}"; do

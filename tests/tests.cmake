@@ -12,6 +12,7 @@ set(MODULE_LIB_core pl_core)
 set(MODULE_LIB_router pl_core)
 set(MODULE_LIB_client pl_client_obj)
 set(MODULE_LIB_bench pl_bench)
+set(MODULE_LIB_crypto pl_crypto)
 
 file(GLOB UNIT_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/*/*_test.c)
 foreach(t ${UNIT_TESTS})
@@ -23,6 +24,15 @@ foreach(t ${UNIT_TESTS})
   add_test(NAME unit.${name} COMMAND ${name} WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
   set_tests_properties(unit.${name} PROPERTIES TIMEOUT 120
     ENVIRONMENT "PARLEY_SOURCE_DIR=${CMAKE_SOURCE_DIR};PARLEY_BUILD_DIR=${CMAKE_BINARY_DIR}")
+endforeach()
+
+# Interop tests (src/crypto/*_signal_test.c) run Signal's reference library,
+# libsignal-protocol-c, as the peer; only they link it, never the product.
+pkg_check_modules(SIGNAL REQUIRED IMPORTED_TARGET libsignal-protocol-c)
+file(GLOB SIGNAL_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/crypto/*_signal_test.c)
+foreach(t ${SIGNAL_TESTS})
+  get_filename_component(name ${t} NAME_WE)
+  target_link_libraries(${name} PRIVATE PkgConfig::SIGNAL)
 endforeach()
 
 # C integration tests drive parleyd through libparley and its internals.
@@ -57,7 +67,7 @@ if(PARLEY_FUZZ)
     add_executable(${name} ${f})
     target_compile_options(${name} PRIVATE -fsanitize=fuzzer)
     target_link_options(${name} PRIVATE -fsanitize=fuzzer)
-    target_link_libraries(${name} PRIVATE pl_core)
+    target_link_libraries(${name} PRIVATE pl_core pl_crypto)
     add_test(NAME fuzz.${name}
       COMMAND ${name} -max_total_time=20 -timeout=10 -rss_limit_mb=2048
               -dict=${CMAKE_SOURCE_DIR}/tests/fuzz/${name}.dict
