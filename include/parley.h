@@ -54,7 +54,11 @@ extern "C" {
     X(EEXIST, 29, "already exists")                                                                \
     X(EIO, 30, "input/output error")                                                               \
     X(ECONFIG, 31, "invalid configuration")                                                        \
-    X(ENOTFOUND, 32, "not found")
+    X(ENOTFOUND, 32, "not found")                                                                  \
+    X(EIDENTITY_KEY, 33, "identity key already set")                                               \
+    X(EPREKEY_ID, 34, "prekey id already used")                                                    \
+    X(ETOO_MANY_PREKEYS, 35, "too many prekeys")                                                   \
+    X(ENOKEYS, 36, "no keys published")
 
 enum parley_error {
 #define PARLEY_ERR_ENUM_(name, num, text) PARLEY_##name = -(num),

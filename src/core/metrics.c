@@ -17,6 +17,7 @@ struct metrics metrics;
 
 static const char *const method_names[METHOD_COUNT] = {
     "unknown", "challenge", "signup", "auth", "send", "sync", "history", "ping", "resolve",
+    "upload_keys", "get_bundle", "key_count",
 };
 
 const char *metrics_method_name(enum metrics_method m)

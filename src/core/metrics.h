@@ -20,6 +20,9 @@ enum metrics_method {
     METHOD_HISTORY,
     METHOD_PING,
     METHOD_RESOLVE,
+    METHOD_UPLOAD_KEYS,
+    METHOD_GET_BUNDLE,
+    METHOD_KEY_COUNT,
     METHOD_COUNT
 };
 

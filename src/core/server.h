@@ -79,8 +79,8 @@ struct server {
 
 /* Protocol handling on a worker (session.c). */
 extern const struct net_callbacks session_callbacks;
-void session_deliver(void *arg, uint64_t user_id, uint64_t exclude_device, const uint8_t *frame,
-                     size_t len);
+void session_deliver(void *arg, uint64_t user_id, uint64_t exclude_device, uint64_t only_device,
+                     const uint8_t *frame, size_t len);
 /* Frees what session.c keeps per worker; after the loop has ended. */
 void session_worker_free(struct worker *w);
 /* Admission callbacks (admission.h) for w->adm. */

@@ -33,6 +33,13 @@
 #define ENCODE_KEEP 65536  /* the encode buffer shrinks back past this */
 #define PAGE_FRAME_OVERHEAD 64
 #define PAGE_ENTRY_OVERHEAD 6
+/* Prekeys: Signal's key form is a type byte (0x05, Curve25519) and 32 key
+ * bytes; registration ids are 14 bits, as libsignal makes them. */
+#define KEY_TYPE_DJB 0x05
+#define REGISTRATION_ID_MAX 0x3fff
+/* A bundle fetch leaving a device fewer one-time prekeys than this tells
+ * that device to upload more. */
+#define PREKEYS_LOW 10
 
 struct session {
     struct net_conn *conn; /* NULL once the connection is gone */
@@ -63,6 +70,8 @@ struct op {
     char text_small[OP_TEXT_SMALL];
     uint64_t client_id;
     uint64_t before_id;
+    uint64_t device_filter;       /* get_bundle: only this device of the peer */
+    struct store_prekey *prekeys; /* upload_keys: owned copy of the request's */
     unsigned limit;
     uint8_t signature[SIGNATURE_LEN];
     uint8_t nonce[NONCE_LEN];
@@ -209,6 +218,8 @@ static void op_free(struct op *op)
     store_req_reset(&op->req);
     if (op->text != op->text_small)
         free(op->text);
+    free(op->prekeys);
+    op->prekeys = NULL;
     if (w->op_free_n >= OP_FREE_MAX) {
         free(op);
         return;
@@ -798,6 +809,224 @@ static void resolve_done(struct op *op)
     respond(s, &resp, op->method);
 }
 
+/* --- prekeys ------------------------------------------------------------ */
+
+/* A public key in Signal's form: the Curve25519 type byte, then 32 bytes.
+ * The server checks no more than that; the key's worth is the clients'. */
+static bool key_form_ok(const ProtobufCBinaryData *k)
+{
+    return k->len == STORE_KEY_LEN && k->data[0] == KEY_TYPE_DJB;
+}
+
+static void handle_upload_keys(struct session *s, uint64_t id,
+                               const Parley__V1__UploadKeysRequest *r)
+{
+    const enum metrics_method m = METHOD_UPLOAD_KEYS;
+    const struct config *cfg = cfg_of(s);
+    const Parley__V1__SignedPreKey *sp = r->signed_prekey;
+    int err = 0;
+    if (r->registration_id == 0 || r->registration_id > REGISTRATION_ID_MAX ||
+        r->n_prekeys > STORE_PREKEYS_PER_UPLOAD)
+        err = PARLEY_EINVAL;
+    else if (!key_form_ok(&r->identity_key) || (sp && !key_form_ok(&sp->public_key)))
+        err = PARLEY_EBAD_KEY;
+    else if (sp && sp->signature.len != STORE_SIG_LEN)
+        err = PARLEY_EBAD_SIGNATURE;
+    for (size_t i = 0; err == 0 && i < r->n_prekeys; i++) {
+        if (!key_form_ok(&r->prekeys[i]->public_key))
+            err = PARLEY_EBAD_KEY;
+    }
+    if (err) {
+        respond_error(s, id, m, err, 0);
+        return;
+    }
+    uint32_t wait = ratelimit_take(s->w->srv->account_limits, s->user_id, cfg->account_rate,
+                                   cfg->account_burst, server_now_ms());
+    if (wait) {
+        respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+        return;
+    }
+    struct op *op = op_new(s, id, m);
+    struct store_req *req = &op->req;
+    req->op = STORE_OP_UPLOAD_KEYS;
+    req->in.keys.device = s->device_id;
+    req->in.keys.registration_id = r->registration_id;
+    memcpy(req->in.keys.identity_key, r->identity_key.data, STORE_KEY_LEN);
+    if (sp) {
+        req->in.keys.has_signed = true;
+        req->in.keys.signed_prekey.id = sp->id;
+        memcpy(req->in.keys.signed_prekey.key, sp->public_key.data, STORE_KEY_LEN);
+        memcpy(req->in.keys.signature, sp->signature.data, STORE_SIG_LEN);
+    }
+    if (r->n_prekeys) {
+        /* The decoded frame goes when this handler returns; the store
+         * reads the prekeys until its callback. */
+        op->prekeys = xmalloc(r->n_prekeys * sizeof(*op->prekeys));
+        for (size_t i = 0; i < r->n_prekeys; i++) {
+            op->prekeys[i].id = r->prekeys[i]->id;
+            memcpy(op->prekeys[i].key, r->prekeys[i]->public_key.data, STORE_KEY_LEN);
+        }
+    }
+    req->in.keys.prekeys = op->prekeys;
+    req->in.keys.n_prekeys = r->n_prekeys;
+    submit(op);
+}
+
+static void upload_keys_done(struct op *op)
+{
+    struct session *s = op->s;
+    struct store_req *req = &op->req;
+    if (req->status) {
+        respond_error(s, op->request_id, op->method, req->status, 0);
+        return;
+    }
+    Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
+    Parley__V1__UploadKeysResponse r = PARLEY__V1__UPLOAD_KEYS_RESPONSE__INIT;
+    r.prekey_count = req->out.prekey_count;
+    resp.id = op->request_id;
+    resp.result_case = PARLEY__V1__RESPONSE__RESULT_UPLOAD_KEYS;
+    resp.upload_keys = &r;
+    respond(s, &resp, op->method);
+}
+
+static void start_get_bundle(struct op *op, uint64_t peer)
+{
+    op->req.op = STORE_OP_GET_BUNDLE;
+    op->req.in.bundle.user = peer;
+    op->req.in.bundle.device = op->device_filter;
+    /* A device never needs a session with itself. */
+    op->req.in.bundle.skip_device = op->s->device_id;
+}
+
+static void handle_get_bundle(struct session *s, uint64_t id, const Parley__V1__GetBundleRequest *r)
+{
+    const enum metrics_method m = METHOD_GET_BUNDLE;
+    const struct config *cfg = cfg_of(s);
+    /* Each fetch takes a prekey from someone's stock: it counts against
+     * the account's rate like a send, so that no one drains stocks fast. */
+    uint32_t wait = ratelimit_take(s->w->srv->account_limits, s->user_id, cfg->account_rate,
+                                   cfg->account_burst, server_now_ms());
+    if (wait) {
+        respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+        return;
+    }
+    struct op *op = op_new(s, id, m);
+    op->device_filter = r->device_id;
+    uint64_t peer;
+    int rc = resolve_peer(op, r->peer, &peer);
+    if (rc < 0) {
+        respond_error(s, id, m, rc, 0);
+        op_free(op);
+        return;
+    }
+    if (rc == 0)
+        start_get_bundle(op, peer);
+    submit(op);
+}
+
+/* Tells a device whose stock a fetch has left low, on every connection it
+ * has, wherever it is connected. */
+static void publish_prekeys_low(struct session *s, uint64_t user, uint64_t device, unsigned count)
+{
+    Parley__V1__PrekeysLow low = PARLEY__V1__PREKEYS_LOW__INIT;
+    Parley__V1__Push push = PARLEY__V1__PUSH__INIT;
+    PlFrame f = PARLEY__V1__FRAME__INIT;
+    low.prekey_count = count;
+    push.kind_case = PARLEY__V1__PUSH__KIND_PREKEYS_LOW;
+    push.prekeys_low = &low;
+    f.version = FRAME_VERSION;
+    f.body_case = PARLEY__V1__FRAME__BODY_PUSH;
+    f.push = &push;
+    size_t len;
+    const uint8_t *buf = frame_encode_buf(&f, &s->w->enc, &len);
+    if (!buf)
+        abort();
+    router_publish_device(s->w->router, user, device, buf, len);
+}
+
+static void get_bundle_done(struct op *op)
+{
+    struct session *s = op->s;
+    struct store_req *req = &op->req;
+    if (req->status) {
+        respond_error(s, op->request_id, op->method, req->status, 0);
+        return;
+    }
+    size_t n = req->out.n_bundles;
+    for (size_t i = 0; i < n; i++) {
+        const struct store_bundle *b = &req->out.bundles[i];
+        if (b->has_prekey && b->prekey_count < PREKEYS_LOW)
+            publish_prekeys_low(s, req->in.bundle.user, b->device_id, b->prekey_count);
+    }
+    Parley__V1__PreKeyBundle *bundles = xcalloc(n, sizeof(*bundles));
+    Parley__V1__PreKeyBundle **bp = xcalloc(n, sizeof(*bp));
+    Parley__V1__SignedPreKey *signed_keys = xcalloc(n, sizeof(*signed_keys));
+    Parley__V1__PreKey *prekeys = xcalloc(n, sizeof(*prekeys));
+    for (size_t i = 0; i < n; i++) {
+        struct store_bundle *b = &req->out.bundles[i];
+        Parley__V1__PreKeyBundle *pb = &bundles[i];
+        parley__v1__pre_key_bundle__init(pb);
+        pb->device_id = b->device_id;
+        pb->registration_id = b->registration_id;
+        pb->identity_key.data = b->identity_key;
+        pb->identity_key.len = STORE_KEY_LEN;
+        parley__v1__signed_pre_key__init(&signed_keys[i]);
+        signed_keys[i].id = b->signed_prekey.id;
+        signed_keys[i].public_key.data = b->signed_prekey.key;
+        signed_keys[i].public_key.len = STORE_KEY_LEN;
+        signed_keys[i].signature.data = b->signature;
+        signed_keys[i].signature.len = STORE_SIG_LEN;
+        pb->signed_prekey = &signed_keys[i];
+        if (b->has_prekey) {
+            parley__v1__pre_key__init(&prekeys[i]);
+            prekeys[i].id = b->prekey.id;
+            prekeys[i].public_key.data = b->prekey.key;
+            prekeys[i].public_key.len = STORE_KEY_LEN;
+            pb->prekey = &prekeys[i];
+        }
+        bp[i] = pb;
+    }
+    Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
+    Parley__V1__GetBundleResponse r = PARLEY__V1__GET_BUNDLE_RESPONSE__INIT;
+    r.user_id = req->in.bundle.user;
+    r.n_bundles = n;
+    r.bundles = bp;
+    resp.id = op->request_id;
+    resp.result_case = PARLEY__V1__RESPONSE__RESULT_GET_BUNDLE;
+    resp.get_bundle = &r;
+    respond(s, &resp, op->method);
+    free(prekeys);
+    free(signed_keys);
+    free(bp);
+    free(bundles);
+}
+
+static void handle_key_count(struct session *s, uint64_t id)
+{
+    struct op *op = op_new(s, id, METHOD_KEY_COUNT);
+    op->req.op = STORE_OP_KEY_COUNT;
+    op->req.in.device_id = s->device_id;
+    submit(op);
+}
+
+static void key_count_done(struct op *op)
+{
+    struct session *s = op->s;
+    struct store_req *req = &op->req;
+    if (req->status) {
+        respond_error(s, op->request_id, op->method, req->status, 0);
+        return;
+    }
+    Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
+    Parley__V1__KeyCountResponse r = PARLEY__V1__KEY_COUNT_RESPONSE__INIT;
+    r.prekey_count = req->out.prekey_count;
+    r.has_keys = req->out.has_keys;
+    resp.id = op->request_id;
+    resp.result_case = PARLEY__V1__RESPONSE__RESULT_KEY_COUNT;
+    resp.key_count = &r;
+    respond(s, &resp, op->method);
+}
+
 static void on_store_done(struct store_req *req)
 {
     struct op *op = req->data;
@@ -820,6 +1049,8 @@ static void on_store_done(struct store_req *req)
             memset(&req->out, 0, sizeof(req->out));
             if (op->method == METHOD_SEND)
                 start_send(op, peer);
+            else if (op->method == METHOD_GET_BUNDLE)
+                start_get_bundle(op, peer);
             else
                 start_history(op, peer);
             if (!w->stopping && s->conn) {
@@ -855,6 +1086,15 @@ static void on_store_done(struct store_req *req)
     case METHOD_RESOLVE:
         resolve_done(op);
         break;
+    case METHOD_UPLOAD_KEYS:
+        upload_keys_done(op);
+        break;
+    case METHOD_GET_BUNDLE:
+        get_bundle_done(op);
+        break;
+    case METHOD_KEY_COUNT:
+        key_count_done(op);
+        break;
     default:
         break;
     }
@@ -884,6 +1124,12 @@ static enum metrics_method method_of(const Parley__V1__Request *r)
         return METHOD_PING;
     case PARLEY__V1__REQUEST__METHOD_RESOLVE:
         return METHOD_RESOLVE;
+    case PARLEY__V1__REQUEST__METHOD_UPLOAD_KEYS:
+        return METHOD_UPLOAD_KEYS;
+    case PARLEY__V1__REQUEST__METHOD_GET_BUNDLE:
+        return METHOD_GET_BUNDLE;
+    case PARLEY__V1__REQUEST__METHOD_KEY_COUNT:
+        return METHOD_KEY_COUNT;
     default:
         return METHOD_UNKNOWN;
     }
@@ -941,6 +1187,15 @@ static void handle_request(struct session *s, const Parley__V1__Request *r)
         break;
     case METHOD_RESOLVE:
         handle_resolve(s, id, r->resolve);
+        break;
+    case METHOD_UPLOAD_KEYS:
+        handle_upload_keys(s, id, r->upload_keys);
+        break;
+    case METHOD_GET_BUNDLE:
+        handle_get_bundle(s, id, r->get_bundle);
+        break;
+    case METHOD_KEY_COUNT:
+        handle_key_count(s, id);
         break;
     case METHOD_PING: {
         Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
@@ -1028,14 +1283,15 @@ const struct net_callbacks session_callbacks = {
     .on_http = on_http,
 };
 
-void session_deliver(void *arg, uint64_t user_id, uint64_t exclude_device, const uint8_t *frame,
-                     size_t len)
+void session_deliver(void *arg, uint64_t user_id, uint64_t exclude_device, uint64_t only_device,
+                     const uint8_t *frame, size_t len)
 {
     struct worker *w = arg;
     struct session *s = u64map_get(&w->online, user_id);
     while (s) {
         struct session *next = s->next_online;
-        if (s->device_id != exclude_device && s->conn) {
+        if (s->device_id != exclude_device && (!only_device || s->device_id == only_device) &&
+            s->conn) {
             atomic_fetch_add_explicit(&metrics.pushes, 1, memory_order_relaxed);
             if (net_conn_send(s->conn, frame, len))
                 log_debug("core", "event=push_dropped user=%llu", (unsigned long long)user_id);

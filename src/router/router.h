@@ -20,9 +20,11 @@ struct router_port;
 
 /* Called on the port's loop for each frame published to an account this
  * port subscribes to. frame is valid only during the call. Connections of
- * exclude_device (0: none) must be skipped: that device already has it. */
+ * exclude_device (0: none) must be skipped: that device already has it.
+ * When only_device is not 0, the frame is for that device's connections
+ * alone. */
 typedef void router_deliver_cb(void *arg, uint64_t user_id, uint64_t exclude_device,
-                               const uint8_t *frame, size_t len);
+                               uint64_t only_device, const uint8_t *frame, size_t len);
 
 PL_NODISCARD int router_new(struct router **out);
 /* All ports must be closed first. NULL: no-op. */
@@ -45,5 +47,10 @@ void router_unsubscribe(struct router_port *p, uint64_t user_id);
  * Thread: the port's loop. */
 void router_publish(struct router_port *p, uint64_t user_id, uint64_t exclude_device,
                     const uint8_t *frame, size_t len);
+
+/* As router_publish, for the connections of one device (device_id, not 0)
+ * of user_id only. */
+void router_publish_device(struct router_port *p, uint64_t user_id, uint64_t device_id,
+                           const uint8_t *frame, size_t len);
 
 #endif

@@ -22,6 +22,7 @@ struct delivery {
     struct delivery *next;
     uint64_t user_id;
     uint64_t exclude_device;
+    uint64_t only_device;
     size_t len;
     uint8_t frame[]; /* len bytes */
 };
@@ -69,7 +70,7 @@ static void on_wake(uv_async_t *h)
     while (d) {
         struct delivery *next = d->next;
         if (u64map_get(&p->counts, d->user_id))
-            p->cb(p->arg, d->user_id, d->exclude_device, d->frame, d->len);
+            p->cb(p->arg, d->user_id, d->exclude_device, d->only_device, d->frame, d->len);
         free(d);
         d = next;
     }
@@ -179,8 +180,8 @@ void router_unsubscribe(struct router_port *p, uint64_t user_id)
     }
 }
 
-void router_publish(struct router_port *p, uint64_t user_id, uint64_t exclude_device,
-                    const uint8_t *frame, size_t len)
+static void publish(struct router_port *p, uint64_t user_id, uint64_t exclude_device,
+                    uint64_t only_device, const uint8_t *frame, size_t len)
 {
     struct router *r = p->router;
     uv_mutex_lock(&r->lock);
@@ -193,6 +194,7 @@ void router_publish(struct router_port *p, uint64_t user_id, uint64_t exclude_de
         d->next = NULL;
         d->user_id = user_id;
         d->exclude_device = exclude_device;
+        d->only_device = only_device;
         d->len = len;
         memcpy(d->frame, frame, len);
         uv_mutex_lock(&q->inbox_lock);
@@ -203,5 +205,17 @@ void router_publish(struct router_port *p, uint64_t user_id, uint64_t exclude_de
     }
     uv_mutex_unlock(&r->lock);
     if (mask & ((uintptr_t)1 << p->index))
-        p->cb(p->arg, user_id, exclude_device, frame, len);
+        p->cb(p->arg, user_id, exclude_device, only_device, frame, len);
+}
+
+void router_publish(struct router_port *p, uint64_t user_id, uint64_t exclude_device,
+                    const uint8_t *frame, size_t len)
+{
+    publish(p, user_id, exclude_device, 0, frame, len);
+}
+
+void router_publish_device(struct router_port *p, uint64_t user_id, uint64_t device_id,
+                           const uint8_t *frame, size_t len)
+{
+    publish(p, user_id, 0, device_id, frame, len);
 }

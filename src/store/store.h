@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* The store contract: accounts, devices, 1:1 messages and each account's
- * update log. All operations are asynchronous: a request is queued to the
- * store's own thread, which runs queued requests in batches, one transaction
- * and one fsync per batch (group commit), and then calls each request's
- * callback on the loop of the port it was submitted through. Core sees only
- * this header; the SQLite backend is store_sqlite.c. */
+/* The store contract: accounts, devices, 1:1 messages, each account's
+ * update log, and each device's published prekeys. All operations are
+ * asynchronous: a request is queued to the store's own thread, which runs
+ * queued requests in batches, one transaction and one fsync per batch
+ * (group commit), and then calls each request's callback on the loop of the
+ * port it was submitted through. Core sees only this header; the SQLite
+ * backend is store_sqlite.c. */
 #ifndef PARLEY_STORE_STORE_H
 #define PARLEY_STORE_STORE_H
 
@@ -18,6 +19,11 @@
 
 #define STORE_PUBKEY_LEN 32
 #define STORE_PAGE_MAX 1000
+/* Prekeys (secret chats): public keys in Signal's form, 0x05 || 32 bytes. */
+#define STORE_KEY_LEN 33
+#define STORE_SIG_LEN 64
+#define STORE_PREKEYS_PER_UPLOAD 100 /* one-time prekeys in one UPLOAD_KEYS */
+#define STORE_PREKEYS_MAX 1000       /* one-time prekeys a device may hold */
 
 struct store;      /* one per process; owns the writer thread */
 struct store_port; /* one per event loop that submits requests */
@@ -47,6 +53,24 @@ struct store_msg {
     size_t text_len;         /* bytes */
 };
 
+/* A prekey: a one-time prekey, or a signed prekey with its signature. */
+struct store_prekey {
+    uint32_t id;
+    uint8_t key[STORE_KEY_LEN];
+};
+
+/* One device's prekey bundle, as GET_BUNDLE hands it out. */
+struct store_bundle {
+    uint64_t device_id;
+    uint32_t registration_id;
+    uint8_t identity_key[STORE_KEY_LEN];
+    struct store_prekey signed_prekey;
+    uint8_t signature[STORE_SIG_LEN]; /* of signed_prekey, as uploaded */
+    bool has_prekey;                  /* a one-time prekey was taken: prekey */
+    struct store_prekey prekey;
+    unsigned prekey_count;            /* one-time prekeys left after this fetch */
+};
+
 enum store_op {
     STORE_OP_SIGNUP = 1,   /* in: signup; out: user, device */
     STORE_OP_DEVICE,       /* in: device_id; out: device (for auth) */
@@ -54,6 +78,9 @@ enum store_op {
     STORE_OP_SEND,         /* in: send; out: sent */
     STORE_OP_SYNC,         /* in: sync; out: msgs (+ pts, more) */
     STORE_OP_HISTORY,      /* in: history; out: msgs */
+    STORE_OP_UPLOAD_KEYS,  /* in: keys; out: prekey_count */
+    STORE_OP_GET_BUNDLE,   /* in: bundle; out: bundles */
+    STORE_OP_KEY_COUNT,    /* in: device_id; out: prekey_count, has_keys */
 };
 
 struct store_req;
@@ -63,7 +90,8 @@ typedef void store_cb(struct store_req *req);
  * alive and untouched from submission until its callback is called; the
  * store never touches it after calling cb, so cb may free or resubmit it.
  * Usernames are arrays inside the request; send.text is borrowed until the
- * callback. A result may own one allocated block (SEND, SYNC, HISTORY):
+ * callback. A result may own one allocated block (SEND, SYNC, HISTORY,
+ * GET_BUNDLE):
  * call store_req_reset() once done with it, before freeing or reusing req
  * (store_submit() clears out and does not free what was left there). */
 struct store_req {
@@ -80,7 +108,7 @@ struct store_req {
             char username[USERNAME_MAX + 1]; /* already normalized */
             uint8_t pubkey[STORE_PUBKEY_LEN];
         } signup;
-        uint64_t device_id;
+        uint64_t device_id;              /* DEVICE, KEY_COUNT */
         char username[USERNAME_MAX + 1]; /* RESOLVE, normalized */
         struct {
             uint64_t from_user;
@@ -103,6 +131,21 @@ struct store_req {
             uint64_t before_id; /* 0: newest */
             unsigned limit;     /* 1..STORE_PAGE_MAX */
         } history;
+        struct {
+            uint64_t device;          /* non-zero: the uploading device */
+            uint32_t registration_id;
+            uint8_t identity_key[STORE_KEY_LEN];
+            bool has_signed;          /* signed_prekey and signature are set */
+            struct store_prekey signed_prekey;
+            uint8_t signature[STORE_SIG_LEN];
+            const struct store_prekey *prekeys; /* borrowed until the callback */
+            size_t n_prekeys;         /* 0..STORE_PREKEYS_PER_UPLOAD */
+        } keys;
+        struct {
+            uint64_t user;        /* the account whose bundles are fetched */
+            uint64_t device;      /* only this device of it; 0: all */
+            uint64_t skip_device; /* never this device (the fetching one); 0: none */
+        } bundle;
     } in;
 
     /* Output, valid in the callback when status == 0. */
@@ -119,6 +162,10 @@ struct store_req {
         struct store_msg *msgs;/* SYNC, HISTORY */
         size_t n_msgs;
         bool more;             /* SYNC: more after the last returned */
+        unsigned prekey_count; /* UPLOAD_KEYS, KEY_COUNT: the device's one-time prekeys */
+        bool has_keys;         /* KEY_COUNT: identity and signed prekey uploaded */
+        struct store_bundle *bundles; /* GET_BUNDLE, ordered by device id */
+        size_t n_bundles;
     } out;
 
     /* Private to the store. */
@@ -161,7 +208,10 @@ void store_port_close(struct store_port *port);
  * (queue full, or the store is closing) or PARLEY_EINVAL (no cb, bad op,
  * empty or unterminated username, limit outside 1..STORE_PAGE_MAX, SEND with
  * a zero user or client_id, text missing or over 4 * PARLEY_TEXT_MAX_CHARS
- * bytes, port closing) and never calls it. Thread: the port's loop.
+ * bytes, UPLOAD_KEYS with a zero device or more than
+ * STORE_PREKEYS_PER_UPLOAD prekeys, GET_BUNDLE with a zero user, KEY_COUNT
+ * with a zero device, port closing) and never calls it. Thread: the port's
+ * loop.
  *
  * Results, in req->status and req->out:
  * SIGNUP   user_id, device_id, username, pubkey, pts 0; PARLEY_ETAKEN (name
@@ -178,6 +228,23 @@ void store_port_close(struct store_port *port);
  *          PARLEY_ENOUSER. Raises the device's stored sync_pts to from_pts.
  * HISTORY  msgs between user and peer with id < before_id, newest first,
  *          pts 0; PARLEY_ENOUSER if peer does not exist.
+ * UPLOAD_KEYS  stores the device's identity key and registration id (the
+ *          first time; later they must be equal: PARLEY_EIDENTITY_KEY),
+ *          replaces its signed prekey if has_signed (the first upload must
+ *          have one: PARLEY_EINVAL), and adds the one-time prekeys;
+ *          prekey_count is the stock after it. A prekey id the device
+ *          already holds (or twice in the request) is PARLEY_EPREKEY_ID,
+ *          a stock above STORE_PREKEYS_MAX PARLEY_ETOO_MANY_PREKEYS; a
+ *          refused upload changes nothing. Key bytes are stored as given:
+ *          their form is the caller's to check.
+ * GET_BUNDLE  one bundle per device of user that has uploaded keys (only
+ *          bundle.device if set; never bundle.skip_device), each with one
+ *          one-time prekey taken out of the stock and deleted (none when
+ *          the stock is empty) and prekey_count, the stock left. Two
+ *          fetches never get the same prekey. PARLEY_ENOUSER if user does
+ *          not exist; PARLEY_ENOKEYS if no such device has keys.
+ * KEY_COUNT  prekey_count and has_keys of the device (0 and false for a
+ *          device without keys or that does not exist).
  * Any op: PARLEY_ESTORE if the database failed; a failing request does not
  * affect the others of its batch, a failing commit fails them all. */
 PL_NODISCARD int store_submit(struct store_port *port, struct store_req *req);

@@ -21,7 +21,7 @@
 #include "common/banned.h"
 
 #define MODULE "store"
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define DEFAULT_MAX_BATCH 1024
 #define DEFAULT_MAX_QUEUE 65536
 #define DEFAULT_USER_CACHE (1u << 20)
@@ -32,8 +32,11 @@
 /* Result scratch above this is released after use rather than kept. */
 #define SCRATCH_KEEP_BYTES (1024 * 1024)
 
+/* The schema is built step by step: a fresh file runs every step from
+ * version 0, an older file the steps above its version, all in one write
+ * transaction. A step ends by setting its user_version. */
 /* clang-format off */
-static const char schema_sql[] =
+static const char schema_v1_sql[] =
     "CREATE TABLE users ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " username TEXT NOT NULL UNIQUE,"
@@ -65,6 +68,28 @@ static const char schema_sql[] =
     " message_id INTEGER NOT NULL,"
     " PRIMARY KEY (user_id, pts)) WITHOUT ROWID;"
     "PRAGMA user_version = 1;";
+
+/* Version 2: the keys devices publish for secret chats. */
+static const char schema_v2_sql[] =
+    "CREATE TABLE identity_keys ("
+    " device_id INTEGER PRIMARY KEY REFERENCES devices(id),"
+    " registration_id INTEGER NOT NULL,"
+    " key BLOB NOT NULL CHECK (length(key) = 33));"
+    "CREATE TABLE signed_prekeys ("
+    " device_id INTEGER PRIMARY KEY REFERENCES devices(id),"
+    " id INTEGER NOT NULL,"
+    " key BLOB NOT NULL CHECK (length(key) = 33),"
+    " signature BLOB NOT NULL CHECK (length(signature) = 64),"
+    " created INTEGER NOT NULL);"
+    "CREATE TABLE one_time_prekeys ("
+    " device_id INTEGER NOT NULL REFERENCES devices(id),"
+    " id INTEGER NOT NULL,"
+    " key BLOB NOT NULL CHECK (length(key) = 33),"
+    " PRIMARY KEY (device_id, id)) WITHOUT ROWID;"
+    "PRAGMA user_version = 2;";
+
+/* schema_steps[v] takes a database from version v to v + 1. */
+static const char *const schema_steps[SCHEMA_VERSION] = {schema_v1_sql, schema_v2_sql};
 /* clang-format on */
 
 /* Columns 0-8 of every message query; column 9 is the pts to report. */
@@ -92,6 +117,14 @@ enum stmt_id {
     ST_UPDATE_INSERT,
     ST_SYNC_PAGE,
     ST_HISTORY_PAGE,
+    ST_IDENTITY_GET,
+    ST_IDENTITY_INSERT,
+    ST_SIGNED_PUT,
+    ST_SIGNED_EXISTS,
+    ST_PREKEY_INSERT,
+    ST_PREKEY_COUNT,
+    ST_PREKEY_TAKE,
+    ST_BUNDLE_DEVICES,
     ST_COUNT
 };
 
@@ -127,6 +160,24 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_HISTORY_PAGE] = "SELECT " MSG_COLS ", 0 FROM messages m" MSG_JOIN
                         " WHERE m.chat_lo = ?1 AND m.chat_hi = ?2 AND m.id < ?3"
                         " ORDER BY m.id DESC LIMIT ?4",
+    [ST_IDENTITY_GET] = "SELECT registration_id, key FROM identity_keys WHERE device_id = ?1",
+    [ST_IDENTITY_INSERT] = "INSERT INTO identity_keys (device_id, registration_id, key)"
+                           " VALUES (?1, ?2, ?3)",
+    [ST_SIGNED_PUT] = "INSERT OR REPLACE INTO signed_prekeys (device_id, id, key, signature,"
+                      " created) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [ST_SIGNED_EXISTS] = "SELECT 1 FROM signed_prekeys WHERE device_id = ?1",
+    [ST_PREKEY_INSERT] = "INSERT INTO one_time_prekeys (device_id, id, key) VALUES (?1, ?2, ?3)",
+    [ST_PREKEY_COUNT] = "SELECT count(*) FROM one_time_prekeys WHERE device_id = ?1",
+    /* One statement finds and deletes the prekey: the writer thread is the
+     * only writer, so no other fetch can take it in between. */
+    [ST_PREKEY_TAKE] = "DELETE FROM one_time_prekeys WHERE device_id = ?1 AND id ="
+                       " (SELECT min(id) FROM one_time_prekeys WHERE device_id = ?1)"
+                       " RETURNING id, key",
+    [ST_BUNDLE_DEVICES] = "SELECT d.id, k.registration_id, k.key, s.id, s.key, s.signature"
+                          " FROM devices d JOIN identity_keys k ON k.device_id = d.id"
+                          " JOIN signed_prekeys s ON s.device_id = d.id"
+                          " WHERE d.user_id = ?1 AND (?2 = 0 OR d.id = ?2) AND d.id != ?3"
+                          " ORDER BY d.id",
 };
 
 /* A message being built: its string fields are offsets into the scratch
@@ -663,9 +714,216 @@ static int op_history(struct store *st, struct store_req *req)
     return ret;
 }
 
+/* ---- Prekeys (writer thread) ---- */
+
+/* The number of one-time prekeys device holds. Returns 0 or PARLEY_ESTORE. */
+static int prekey_count(struct store *st, uint64_t device, unsigned *out)
+{
+    sqlite3_stmt *s = st->stmt[ST_PREKEY_COUNT];
+    bind_u64(s, 1, device);
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW)
+        *out = (unsigned)sqlite3_column_int64(s, 0);
+    else
+        ret = sql_fail(st, "prekey_count", rc);
+    sqlite3_reset(s);
+    return ret;
+}
+
+/* Runs a statement that returns no rows; a UNIQUE or PRIMARY KEY conflict
+ * returns conflict, any other failure PARLEY_ESTORE. */
+static int step_write(struct store *st, sqlite3_stmt *s, const char *what, int conflict)
+{
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+        ret = conflict;
+    else if (rc != SQLITE_DONE)
+        ret = sql_fail(st, what, rc);
+    sqlite3_reset(s);
+    return ret;
+}
+
+/* Every refusal but a taken prekey id comes before the first write; that
+ * one is found by the insert itself, so the request runs in a savepoint
+ * (see run_one) and a refusal leaves nothing behind. */
+static int op_upload_keys(struct store *st, struct store_req *req)
+{
+    const uint64_t device = req->in.keys.device;
+    sqlite3_stmt *s = st->stmt[ST_IDENTITY_GET];
+    bind_u64(s, 1, device);
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    bool has_identity = false;
+    if (rc == SQLITE_ROW) {
+        const void *key = sqlite3_column_blob(s, 1);
+        has_identity = true;
+        if ((uint32_t)sqlite3_column_int64(s, 0) != req->in.keys.registration_id ||
+            sqlite3_column_bytes(s, 1) != STORE_KEY_LEN || !key ||
+            memcmp(key, req->in.keys.identity_key, STORE_KEY_LEN) != 0)
+            ret = PARLEY_EIDENTITY_KEY;
+    } else if (rc != SQLITE_DONE) {
+        ret = sql_fail(st, "identity_get", rc);
+    }
+    sqlite3_reset(s);
+    if (ret)
+        return ret;
+
+    if (!req->in.keys.has_signed) {
+        s = st->stmt[ST_SIGNED_EXISTS];
+        bind_u64(s, 1, device);
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            ret = PARLEY_EINVAL; /* the first upload must bring a signed prekey */
+        else if (rc != SQLITE_ROW)
+            ret = sql_fail(st, "signed_exists", rc);
+        sqlite3_reset(s);
+        if (ret)
+            return ret;
+    }
+
+    unsigned count;
+    if ((ret = prekey_count(st, device, &count)) != 0)
+        return ret;
+    if (count + req->in.keys.n_prekeys > STORE_PREKEYS_MAX)
+        return PARLEY_ETOO_MANY_PREKEYS;
+
+    if (!has_identity) {
+        s = st->stmt[ST_IDENTITY_INSERT];
+        bind_u64(s, 1, device);
+        sqlite3_bind_int64(s, 2, req->in.keys.registration_id);
+        sqlite3_bind_blob(s, 3, req->in.keys.identity_key, STORE_KEY_LEN, SQLITE_STATIC);
+        if ((ret = step_write(st, s, "identity_insert", PARLEY_ESTORE)) != 0)
+            return ret;
+    }
+    if (req->in.keys.has_signed) {
+        s = st->stmt[ST_SIGNED_PUT];
+        bind_u64(s, 1, device);
+        sqlite3_bind_int64(s, 2, req->in.keys.signed_prekey.id);
+        sqlite3_bind_blob(s, 3, req->in.keys.signed_prekey.key, STORE_KEY_LEN, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 4, req->in.keys.signature, STORE_SIG_LEN, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 5, (sqlite3_int64)time(NULL));
+        if ((ret = step_write(st, s, "signed_put", PARLEY_ESTORE)) != 0)
+            return ret;
+    }
+    s = st->stmt[ST_PREKEY_INSERT];
+    for (size_t i = 0; i < req->in.keys.n_prekeys; i++) {
+        const struct store_prekey *pk = &req->in.keys.prekeys[i];
+        bind_u64(s, 1, device);
+        sqlite3_bind_int64(s, 2, pk->id);
+        sqlite3_bind_blob(s, 3, pk->key, STORE_KEY_LEN, SQLITE_STATIC);
+        if ((ret = step_write(st, s, "prekey_insert", PARLEY_EPREKEY_ID)) != 0)
+            return ret;
+    }
+    req->out.prekey_count = count + (unsigned)req->in.keys.n_prekeys;
+    return 0;
+}
+
+/* Copies a blob column of exactly n bytes; false if it has another size. */
+static bool column_blob_n(sqlite3_stmt *s, int i, void *dst, size_t n)
+{
+    const void *p = sqlite3_column_blob(s, i);
+    if (!p || (size_t)sqlite3_column_bytes(s, i) != n)
+        return false;
+    memcpy(dst, p, n);
+    return true;
+}
+
+/* Reads the devices with keys first, then takes their prekeys: every
+ * refusal comes before the first delete, as for SEND. */
+static int op_get_bundle(struct store *st, struct store_req *req)
+{
+    struct user_entry *ue;
+    users_reserve(st, 1);
+    int ret = user_get(st, req->in.bundle.user, &ue);
+    if (ret)
+        return ret;
+
+    struct store_bundle *b = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *s = st->stmt[ST_BUNDLE_DEVICES];
+    bind_u64(s, 1, req->in.bundle.user);
+    bind_u64(s, 2, req->in.bundle.device);
+    bind_u64(s, 3, req->in.bundle.skip_device);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 4;
+            b = xrealloc(b, cap * sizeof(*b));
+        }
+        struct store_bundle *e = &b[n];
+        memset(e, 0, sizeof(*e));
+        e->device_id = column_u64(s, 0);
+        e->registration_id = (uint32_t)sqlite3_column_int64(s, 1);
+        e->signed_prekey.id = (uint32_t)sqlite3_column_int64(s, 3);
+        if (!column_blob_n(s, 2, e->identity_key, STORE_KEY_LEN) ||
+            !column_blob_n(s, 4, e->signed_prekey.key, STORE_KEY_LEN) ||
+            !column_blob_n(s, 5, e->signature, STORE_SIG_LEN)) {
+            log_error(MODULE, "event=corrupt_row table=identity_keys device=%llu",
+                      (unsigned long long)e->device_id);
+            ret = PARLEY_ESTORE;
+            break;
+        }
+        n++;
+    }
+    if (ret == 0 && rc != SQLITE_DONE)
+        ret = sql_fail(st, "bundle_devices", rc);
+    sqlite3_reset(s);
+    if (ret == 0 && n == 0)
+        ret = PARLEY_ENOKEYS;
+
+    s = st->stmt[ST_PREKEY_TAKE];
+    for (size_t i = 0; ret == 0 && i < n; i++) {
+        bind_u64(s, 1, b[i].device_id);
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            b[i].has_prekey = true;
+            b[i].prekey.id = (uint32_t)sqlite3_column_int64(s, 0);
+            if (!column_blob_n(s, 1, b[i].prekey.key, STORE_KEY_LEN)) {
+                log_error(MODULE, "event=corrupt_row table=one_time_prekeys device=%llu",
+                          (unsigned long long)b[i].device_id);
+                ret = PARLEY_ESTORE;
+            } else {
+                rc = sqlite3_step(s); /* runs the delete to its end */
+            }
+        }
+        if (ret == 0 && rc != SQLITE_DONE)
+            ret = sql_fail(st, "prekey_take", rc);
+        sqlite3_reset(s);
+        if (ret == 0)
+            ret = prekey_count(st, b[i].device_id, &b[i].prekey_count);
+    }
+    if (ret) {
+        free(b);
+        return ret;
+    }
+    req->out.bundles = b;
+    req->out.n_bundles = n;
+    req->priv = b;
+    return 0;
+}
+
+static int op_key_count(struct store *st, struct store_req *req)
+{
+    sqlite3_stmt *s = st->stmt[ST_SIGNED_EXISTS];
+    bind_u64(s, 1, req->in.device_id);
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW)
+        req->out.has_keys = true;
+    else if (rc != SQLITE_DONE)
+        ret = sql_fail(st, "signed_exists", rc);
+    sqlite3_reset(s);
+    if (ret == 0)
+        ret = prekey_count(st, req->in.device_id, &req->out.prekey_count);
+    return ret;
+}
+
 static bool op_writes(enum store_op op)
 {
-    return op == STORE_OP_SIGNUP || op == STORE_OP_SEND || op == STORE_OP_SYNC;
+    return op == STORE_OP_SIGNUP || op == STORE_OP_SEND || op == STORE_OP_SYNC ||
+           op == STORE_OP_UPLOAD_KEYS || op == STORE_OP_GET_BUNDLE;
 }
 
 static int dispatch(struct store *st, struct store_req *req)
@@ -683,20 +941,26 @@ static int dispatch(struct store *st, struct store_req *req)
         return op_sync(st, req);
     case STORE_OP_HISTORY:
         return op_history(st, req);
+    case STORE_OP_UPLOAD_KEYS:
+        return op_upload_keys(st, req);
+    case STORE_OP_GET_BUNDLE:
+        return op_get_bundle(st, req);
+    case STORE_OP_KEY_COUNT:
+        return op_key_count(st, req);
     }
     return PARLEY_EINVAL;
 }
 
-/* Runs one request inside the open transaction. A sign-up, which writes
- * two rows and may be refused after the first, runs inside its own
- * savepoint so that a refusal undoes only its own changes. A send or sync
- * needs none: every refusal comes before its first write, each statement
- * undoes itself when it fails, and a failure between its writes (I/O,
- * disk full) fails the whole batch. Returns the request's status, or sets
- * *lost when the enclosing transaction must not commit. */
+/* Runs one request inside the open transaction. A sign-up or key upload,
+ * which writes several rows and may be refused after the first, runs inside
+ * its own savepoint so that a refusal undoes only its own changes. A send,
+ * sync or bundle fetch needs none: every refusal comes before its first
+ * write, each statement undoes itself when it fails, and a failure between
+ * its writes (I/O, disk full) fails the whole batch. Returns the request's
+ * status, or sets *lost when the enclosing transaction must not commit. */
 static int run_one(struct store *st, struct store_req *req, bool *lost)
 {
-    bool savepoint = req->op == STORE_OP_SIGNUP;
+    bool savepoint = req->op == STORE_OP_SIGNUP || req->op == STORE_OP_UPLOAD_KEYS;
     int status;
     if (savepoint && exec_stmt(st, ST_SAVEPOINT) != 0) {
         status = PARLEY_ESTORE;
@@ -904,9 +1168,10 @@ static int db_query_int(struct store *st, const char *sql, sqlite3_int64 *out, c
     return 0;
 }
 
-/* Creates the schema in a fresh database, or checks an existing one's
- * version, inside one write transaction so that two processes opening the
- * same new file cannot both create it. */
+/* Creates the schema in a fresh database, or upgrades an older one step by
+ * step, inside one write transaction so that two processes opening the
+ * same file cannot both create or migrate it, and a failed step leaves the
+ * file as it was. A newer version than this build knows refuses to open. */
 static int db_schema(struct store *st)
 {
     sqlite3_int64 version = 0;
@@ -914,12 +1179,15 @@ static int db_schema(struct store *st)
     if (ret)
         return ret;
     ret = db_query_int(st, "PRAGMA user_version", &version, NULL, 0);
-    if (ret == 0 && version == 0)
-        ret = db_exec(st, schema_sql);
-    else if (ret == 0 && version != SCHEMA_VERSION) {
-        log_error(MODULE, "event=open_failed reason=\"schema version %lld, expected %d\"",
+    if (ret == 0 && (version < 0 || version > SCHEMA_VERSION)) {
+        log_error(MODULE, "event=open_failed reason=\"schema version %lld, expected at most %d\"",
                   (long long)version, SCHEMA_VERSION);
         ret = PARLEY_ESTORE;
+    }
+    for (sqlite3_int64 v = version; ret == 0 && v < SCHEMA_VERSION; v++) {
+        ret = db_exec(st, schema_steps[v]);
+        if (ret == 0 && version > 0)
+            log_info(MODULE, "event=migrate from=%lld to=%lld", (long long)v, (long long)v + 1);
     }
     if (ret == 0)
         ret = db_exec(st, "COMMIT");
@@ -1150,6 +1418,15 @@ static int validate(const struct store_req *req)
         return req->in.history.limit >= 1 && req->in.history.limit <= STORE_PAGE_MAX
                    ? 0
                    : PARLEY_EINVAL;
+    case STORE_OP_UPLOAD_KEYS:
+        if (!req->in.keys.device || req->in.keys.n_prekeys > STORE_PREKEYS_PER_UPLOAD ||
+            (req->in.keys.n_prekeys && !req->in.keys.prekeys))
+            return PARLEY_EINVAL;
+        return 0;
+    case STORE_OP_GET_BUNDLE:
+        return req->in.bundle.user ? 0 : PARLEY_EINVAL;
+    case STORE_OP_KEY_COUNT:
+        return req->in.device_id ? 0 : PARLEY_EINVAL;
     }
     return PARLEY_EINVAL;
 }
@@ -1202,6 +1479,8 @@ void store_req_reset(struct store_req *req)
     req->priv = NULL;
     req->out.msgs = NULL;
     req->out.n_msgs = 0;
+    req->out.bundles = NULL;
+    req->out.n_bundles = 0;
     req->out.msg.from_name = NULL;
     req->out.msg.to_name = NULL;
     req->out.msg.text = NULL;

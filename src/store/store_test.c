@@ -789,6 +789,392 @@ static void test_port_closed_with_requests_in_flight_delivers_them_first(void **
     f->port = NULL;
 }
 
+/* --- prekeys --------------------------------------------------------------- */
+
+/* A key in Signal's form whose 32 bytes are all b. */
+static void fill_key(uint8_t key[STORE_KEY_LEN], uint8_t b)
+{
+    key[0] = 0x05;
+    memset(key + 1, b, STORE_KEY_LEN - 1);
+}
+
+/* An upload of identity key byte idb, registration id reg, signed prekey
+ * signed_id (0: none) and one-time prekeys ids first..first+n-1. */
+static void prep_upload(struct store_req *req, uint64_t device, uint8_t idb, uint32_t reg,
+                        uint32_t signed_id, struct store_prekey *pks, uint32_t first, size_t n)
+{
+    memset(req, 0, sizeof(*req));
+    req->op = STORE_OP_UPLOAD_KEYS;
+    req->in.keys.device = device;
+    req->in.keys.registration_id = reg;
+    fill_key(req->in.keys.identity_key, idb);
+    if (signed_id) {
+        req->in.keys.has_signed = true;
+        req->in.keys.signed_prekey.id = signed_id;
+        fill_key(req->in.keys.signed_prekey.key, (uint8_t)signed_id);
+        memset(req->in.keys.signature, (int)(signed_id & 0xff), STORE_SIG_LEN);
+    }
+    for (size_t i = 0; i < n; i++) {
+        pks[i].id = first + (uint32_t)i;
+        fill_key(pks[i].key, (uint8_t)(first + i));
+    }
+    req->in.keys.prekeys = pks;
+    req->in.keys.n_prekeys = n;
+}
+
+static void prep_bundle(struct store_req *req, uint64_t user, uint64_t device, uint64_t skip)
+{
+    memset(req, 0, sizeof(*req));
+    req->op = STORE_OP_GET_BUNDLE;
+    req->in.bundle.user = user;
+    req->in.bundle.device = device;
+    req->in.bundle.skip_device = skip;
+}
+
+static unsigned key_count(struct fixture *f, uint64_t device, bool *has_keys)
+{
+    struct store_req req;
+    memset(&req, 0, sizeof(req));
+    req.op = STORE_OP_KEY_COUNT;
+    req.in.device_id = device;
+    assert_int_equal(run_req(f, &req), 0);
+    if (has_keys)
+        *has_keys = req.out.has_keys;
+    return req.out.prekey_count;
+}
+
+static void test_upload_then_bundle_hands_out_each_prekey_once(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t dev;
+    uint64_t alice = signup(f, "alice", 1, &dev);
+    bool has_keys = true;
+    assert_int_equal(key_count(f, dev, &has_keys), 0);
+    assert_false(has_keys);
+
+    struct store_prekey pks[3];
+    struct store_req req;
+    prep_upload(&req, dev, 0xaa, 1234, 7, pks, 100, 3);
+    assert_int_equal(run_req(f, &req), 0);
+    assert_int_equal(req.out.prekey_count, 3);
+    assert_int_equal(key_count(f, dev, &has_keys), 3);
+    assert_true(has_keys);
+
+    uint8_t want[STORE_KEY_LEN];
+    for (uint32_t i = 0; i < 3; i++) {
+        prep_bundle(&req, alice, 0, 0);
+        assert_int_equal(run_req(f, &req), 0);
+        assert_int_equal(req.out.n_bundles, 1);
+        const struct store_bundle *b = &req.out.bundles[0];
+        assert_int_equal(b->device_id, dev);
+        assert_int_equal(b->registration_id, 1234);
+        fill_key(want, 0xaa);
+        assert_memory_equal(b->identity_key, want, STORE_KEY_LEN);
+        assert_int_equal(b->signed_prekey.id, 7);
+        fill_key(want, 7);
+        assert_memory_equal(b->signed_prekey.key, want, STORE_KEY_LEN);
+        assert_int_equal(b->signature[0], 7);
+        assert_true(b->has_prekey);
+        assert_int_equal(b->prekey.id, 100 + i);
+        fill_key(want, (uint8_t)(100 + i));
+        assert_memory_equal(b->prekey.key, want, STORE_KEY_LEN);
+        assert_int_equal(b->prekey_count, 2 - i);
+        store_req_reset(&req);
+    }
+    /* An empty stock still gives a bundle, without a one-time prekey. */
+    prep_bundle(&req, alice, 0, 0);
+    assert_int_equal(run_req(f, &req), 0);
+    assert_int_equal(req.out.n_bundles, 1);
+    assert_false(req.out.bundles[0].has_prekey);
+    assert_int_equal(req.out.bundles[0].prekey_count, 0);
+    assert_int_equal(req.out.bundles[0].signed_prekey.id, 7);
+    store_req_reset(&req);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM one_time_prekeys"), 0);
+}
+
+static void test_upload_with_a_taken_prekey_id_changes_nothing(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t dev;
+    (void)signup(f, "alice", 1, &dev);
+    struct store_prekey pks[5];
+    struct store_req req;
+    prep_upload(&req, dev, 0xaa, 1, 7, pks, 10, 3); /* ids 10, 11, 12 */
+    assert_int_equal(run_req(f, &req), 0);
+
+    /* ids 13, 14 and 12 again, with a new signed prekey: all refused. */
+    prep_upload(&req, dev, 0xaa, 1, 8, pks, 12, 3);
+    pks[0].id = 13;
+    pks[1].id = 14;
+    pks[2].id = 12;
+    assert_int_equal(run_req(f, &req), PARLEY_EPREKEY_ID);
+    /* The same id twice in one request. */
+    prep_upload(&req, dev, 0xaa, 1, 8, pks, 20, 2);
+    pks[1].id = 20;
+    assert_int_equal(run_req(f, &req), PARLEY_EPREKEY_ID);
+
+    assert_int_equal(key_count(f, dev, NULL), 3);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM one_time_prekeys"), 3);
+    assert_int_equal(query_int(f->path, "SELECT id FROM signed_prekeys"), 7);
+}
+
+static void test_identity_key_is_set_once(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t dev;
+    (void)signup(f, "alice", 1, &dev);
+    struct store_prekey pks[2];
+    struct store_req req;
+    prep_upload(&req, dev, 0xaa, 1, 7, pks, 1, 1);
+    assert_int_equal(run_req(f, &req), 0);
+    /* Another identity key, or another registration id: refused, nothing added. */
+    prep_upload(&req, dev, 0xbb, 1, 0, pks, 2, 1);
+    assert_int_equal(run_req(f, &req), PARLEY_EIDENTITY_KEY);
+    prep_upload(&req, dev, 0xaa, 2, 0, pks, 2, 1);
+    assert_int_equal(run_req(f, &req), PARLEY_EIDENTITY_KEY);
+    assert_int_equal(key_count(f, dev, NULL), 1);
+    /* The same again is fine, and needs no signed prekey after the first. */
+    prep_upload(&req, dev, 0xaa, 1, 0, pks, 2, 1);
+    assert_int_equal(run_req(f, &req), 0);
+    assert_int_equal(req.out.prekey_count, 2);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM identity_keys"), 1);
+}
+
+static void test_first_upload_needs_a_signed_prekey_and_rotation_replaces_it(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t dev;
+    uint64_t alice = signup(f, "alice", 1, &dev);
+    struct store_prekey pks[1];
+    struct store_req req;
+    prep_upload(&req, dev, 0xaa, 1, 0, pks, 1, 1);
+    assert_int_equal(run_req(f, &req), PARLEY_EINVAL);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM identity_keys"), 0);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM one_time_prekeys"), 0);
+
+    prep_upload(&req, dev, 0xaa, 1, 7, pks, 1, 0);
+    assert_int_equal(run_req(f, &req), 0);
+    prep_upload(&req, dev, 0xaa, 1, 9, pks, 1, 0);
+    assert_int_equal(run_req(f, &req), 0);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM signed_prekeys"), 1);
+    prep_bundle(&req, alice, 0, 0);
+    assert_int_equal(run_req(f, &req), 0);
+    assert_int_equal(req.out.bundles[0].signed_prekey.id, 9);
+    assert_int_equal(req.out.bundles[0].signed_prekey.key[1], 9);
+    assert_int_equal(req.out.bundles[0].signature[0], 9);
+    store_req_reset(&req);
+}
+
+static void test_stock_is_bounded(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t dev;
+    (void)signup(f, "alice", 1, &dev);
+    struct store_prekey *pks = calloc(STORE_PREKEYS_PER_UPLOAD + 1, sizeof(*pks));
+    assert_non_null(pks);
+    struct store_req req;
+    uint32_t next = 1;
+    for (int i = 0; i < STORE_PREKEYS_MAX / STORE_PREKEYS_PER_UPLOAD; i++) {
+        prep_upload(&req, dev, 0xaa, 1, 7, pks, next, STORE_PREKEYS_PER_UPLOAD);
+        assert_int_equal(run_req(f, &req), 0);
+        next += STORE_PREKEYS_PER_UPLOAD;
+    }
+    assert_int_equal(req.out.prekey_count, STORE_PREKEYS_MAX);
+    prep_upload(&req, dev, 0xaa, 1, 7, pks, next, 1);
+    assert_int_equal(run_req(f, &req), PARLEY_ETOO_MANY_PREKEYS);
+    assert_int_equal(key_count(f, dev, NULL), STORE_PREKEYS_MAX);
+    /* More than one request may carry is refused at submission. */
+    prep_upload(&req, dev, 0xaa, 1, 7, pks, next, STORE_PREKEYS_PER_UPLOAD + 1);
+    req.cb = on_done;
+    assert_int_equal(store_submit(f->port, &req), PARLEY_EINVAL);
+    free(pks);
+}
+
+static void test_bundle_errors_and_device_filters(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t dev_a, dev_b;
+    uint64_t alice = signup(f, "alice", 1, &dev_a);
+    uint64_t bob = signup(f, "bob", 2, &dev_b);
+    struct store_req req;
+    prep_bundle(&req, bob, 0, 0);
+    assert_int_equal(run_req(f, &req), PARLEY_ENOKEYS);
+    prep_bundle(&req, bob + 1000, 0, 0);
+    assert_int_equal(run_req(f, &req), PARLEY_ENOUSER);
+
+    struct store_prekey pks[2];
+    prep_upload(&req, dev_b, 0xbb, 2, 5, pks, 1, 2);
+    assert_int_equal(run_req(f, &req), 0);
+    /* Another device of the account, or the fetching device itself: none. */
+    prep_bundle(&req, bob, dev_a, 0);
+    assert_int_equal(run_req(f, &req), PARLEY_ENOKEYS);
+    prep_bundle(&req, bob, 0, dev_b);
+    assert_int_equal(run_req(f, &req), PARLEY_ENOKEYS);
+    assert_int_equal(key_count(f, dev_b, NULL), 2);
+    prep_bundle(&req, bob, dev_b, 0);
+    assert_int_equal(run_req(f, &req), 0);
+    assert_int_equal(req.out.n_bundles, 1);
+    assert_int_equal(req.out.bundles[0].device_id, dev_b);
+    store_req_reset(&req);
+    prep_bundle(&req, alice, 0, 0);
+    assert_int_equal(run_req(f, &req), PARLEY_ENOKEYS);
+}
+
+#define N_FETCHES 60
+#define STOCK 40
+
+struct fetches {
+    struct store_req reqs[N_FETCHES];
+    int done;
+    bool seen[STOCK + 1];
+    int with_prekey;
+};
+
+static void on_fetch(struct store_req *req)
+{
+    struct fetches *c = req->data;
+    c->done++;
+    assert_int_equal(req->status, 0);
+    assert_int_equal(req->out.n_bundles, 1);
+    const struct store_bundle *b = &req->out.bundles[0];
+    if (b->has_prekey) {
+        assert_in_range(b->prekey.id, 1, STOCK);
+        if (c->seen[b->prekey.id])
+            fail_msg("prekey %u handed out twice", b->prekey.id);
+        c->seen[b->prekey.id] = true;
+        c->with_prekey++;
+        assert_int_equal(b->prekey_count, STOCK - c->with_prekey);
+    } else {
+        assert_int_equal(b->prekey_count, 0);
+    }
+    store_req_reset(req);
+}
+
+static void test_concurrent_fetches_never_share_a_prekey(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t dev;
+    uint64_t alice = signup(f, "alice", 1, &dev);
+    struct store_prekey pks[STOCK];
+    struct store_req req;
+    prep_upload(&req, dev, 0xaa, 1, 7, pks, 1, STOCK);
+    assert_int_equal(run_req(f, &req), 0);
+
+    struct fetches *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    /* Held back by the lock, the fetches queue up and run in batches. */
+    sqlite3 *lock = hold_write_lock(f->path);
+    for (int i = 0; i < N_FETCHES; i++) {
+        prep_bundle(&c->reqs[i], alice, 0, 0);
+        c->reqs[i].cb = on_fetch;
+        c->reqs[i].data = c;
+        assert_int_equal(store_submit(f->port, &c->reqs[i]), 0);
+    }
+    release_write_lock(lock);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(c->done, N_FETCHES);
+    assert_int_equal(c->with_prekey, STOCK);
+    for (int id = 1; id <= STOCK; id++)
+        assert_true(c->seen[id]);
+    free(c);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM one_time_prekeys"), 0);
+}
+
+/* The version 1 schema exactly as the first release created it. */
+static const char v1_schema[] =
+    "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT NOT NULL UNIQUE,"
+    " created INTEGER NOT NULL, pts INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE devices (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " user_id INTEGER NOT NULL REFERENCES users(id),"
+    " pubkey BLOB NOT NULL UNIQUE CHECK (length(pubkey) = 32), created INTEGER NOT NULL,"
+    " sync_pts INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX devices_user ON devices(user_id);"
+    "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, from_user INTEGER NOT NULL,"
+    " from_device INTEGER NOT NULL, to_user INTEGER NOT NULL, client_id INTEGER NOT NULL,"
+    " date INTEGER NOT NULL, text TEXT NOT NULL, chat_lo INTEGER NOT NULL,"
+    " chat_hi INTEGER NOT NULL, from_pts INTEGER NOT NULL, UNIQUE (from_user, client_id));"
+    "CREATE INDEX messages_chat ON messages(chat_lo, chat_hi, id);"
+    "CREATE TABLE updates (user_id INTEGER NOT NULL, pts INTEGER NOT NULL,"
+    " message_id INTEGER NOT NULL, PRIMARY KEY (user_id, pts)) WITHOUT ROWID;"
+    "PRAGMA user_version = 1;"
+    "INSERT INTO users (id, username, created, pts) VALUES (1, 'olduser', 1, 0);"
+    "INSERT INTO devices (id, user_id, pubkey, created) VALUES (5, 1, zeroblob(32), 1);"
+    "INSERT INTO messages VALUES (3, 1, 5, 1, 77, 1700000000, 'from v1', 1, 1, 1);"
+    "INSERT INTO updates VALUES (1, 1, 3);";
+
+static void test_version_1_database_upgrades_in_place(void **state)
+{
+    struct fixture *f = *state;
+    store_port_close(f->port);
+    store_close(f->st);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    static const char *const names[] = {"parley.db", "parley.db-wal", "parley.db-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char p[160];
+        snprintf(p, sizeof(p), "%s/%s", f->dir, names[i]);
+        unlink(p);
+    }
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    char *err = NULL;
+    if (sqlite3_exec(db, v1_schema, NULL, NULL, &err) != SQLITE_OK)
+        fail_msg("v1 schema: %s", err);
+    sqlite3_close(db);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 1);
+
+    f->st = open_store(f->path, 0, 0);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 2);
+
+    /* The old rows are there and the log goes on from them. */
+    struct store_req req;
+    prep_sync(&req, 1, 5, 0, 10);
+    assert_int_equal(run_req(f, &req), 0);
+    assert_int_equal(req.out.n_msgs, 1);
+    assert_string_equal(req.out.msgs[0].text, "from v1");
+    store_req_reset(&req);
+    send_ok(f, 1, 1, 78, "after", &req);
+    assert_int_equal(req.out.msg.pts, 2);
+    store_req_reset(&req);
+    /* The new tables work for the old device. */
+    struct store_prekey pks[1];
+    prep_upload(&req, 5, 0xaa, 1, 7, pks, 1, 1);
+    assert_int_equal(run_req(f, &req), 0);
+    prep_bundle(&req, 1, 0, 0);
+    assert_int_equal(run_req(f, &req), 0);
+    assert_int_equal(req.out.n_bundles, 1);
+    assert_true(req.out.bundles[0].has_prekey);
+    store_req_reset(&req);
+
+    /* Opening again finds version 2 and changes nothing. */
+    store_port_close(f->port);
+    store_close(f->st);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    f->st = open_store(f->path, 0, 0);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM identity_keys"), 1);
+}
+
+static void test_newer_schema_version_refuses_to_open(void **state)
+{
+    struct fixture *f = *state;
+    store_port_close(f->port);
+    store_close(f->st);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    struct store_config cfg = {.path = f->path};
+    struct store *st = NULL;
+    log_threshold = LOG_LEVEL_ERROR + 1; /* the refusal is logged as an error */
+    assert_int_equal(store_open(&cfg, &st), PARLEY_ESTORE);
+    log_threshold = LOG_LEVEL_WARN;
+    assert_null(st);
+    f->st = NULL;
+    f->port = NULL;
+}
+
 int main(void)
 {
     log_threshold = LOG_LEVEL_WARN;
@@ -821,6 +1207,19 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_port_closed_with_requests_in_flight_delivers_them_first, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upload_then_bundle_hands_out_each_prekey_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_upload_with_a_taken_prekey_id_changes_nothing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_identity_key_is_set_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_first_upload_needs_a_signed_prekey_and_rotation_replaces_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stock_is_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bundle_errors_and_device_filters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_fetches_never_share_a_prekey, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_version_1_database_upgrades_in_place, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_newer_schema_version_refuses_to_open, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -82,6 +82,33 @@ static void touch_update(const Parley__V1__Update *u)
     }
 }
 
+static void touch_signed_prekey(const Parley__V1__SignedPreKey *k)
+{
+    if (!k)
+        return;
+    sink += k->id;
+    touch_bin(k->public_key);
+    touch_bin(k->signature);
+}
+
+static void touch_prekey(const Parley__V1__PreKey *k)
+{
+    if (!k)
+        return;
+    sink += k->id;
+    touch_bin(k->public_key);
+}
+
+static void touch_bundle(const Parley__V1__PreKeyBundle *b)
+{
+    if (!b)
+        abort(); /* repeated message elements are never NULL */
+    sink += b->device_id + b->registration_id;
+    touch_bin(b->identity_key);
+    touch_signed_prekey(b->signed_prekey);
+    touch_prekey(b->prekey);
+}
+
 static void touch_request(const Parley__V1__Request *r)
 {
     sink += r->id;
@@ -117,6 +144,23 @@ static void touch_request(const Parley__V1__Request *r)
         break;
     case PARLEY__V1__REQUEST__METHOD_RESOLVE:
         touch_str(r->resolve->username);
+        break;
+    case PARLEY__V1__REQUEST__METHOD_UPLOAD_KEYS:
+        touch_bin(r->upload_keys->identity_key);
+        sink += r->upload_keys->registration_id;
+        touch_signed_prekey(r->upload_keys->signed_prekey);
+        for (size_t i = 0; i < r->upload_keys->n_prekeys; i++) {
+            if (!r->upload_keys->prekeys[i])
+                abort();
+            touch_prekey(r->upload_keys->prekeys[i]);
+        }
+        break;
+    case PARLEY__V1__REQUEST__METHOD_GET_BUNDLE:
+        touch_peer(r->get_bundle->peer);
+        sink += r->get_bundle->device_id;
+        break;
+    case PARLEY__V1__REQUEST__METHOD_KEY_COUNT:
+        sink += r->key_count != NULL;
         break;
     case PARLEY__V1__REQUEST__METHOD__NOT_SET:
         break;
@@ -164,6 +208,17 @@ static void touch_response(const Parley__V1__Response *r)
         sink += r->resolve->user_id;
         touch_str(r->resolve->username);
         break;
+    case PARLEY__V1__RESPONSE__RESULT_UPLOAD_KEYS:
+        sink += r->upload_keys->prekey_count;
+        break;
+    case PARLEY__V1__RESPONSE__RESULT_GET_BUNDLE:
+        sink += r->get_bundle->user_id;
+        for (size_t i = 0; i < r->get_bundle->n_bundles; i++)
+            touch_bundle(r->get_bundle->bundles[i]);
+        break;
+    case PARLEY__V1__RESPONSE__RESULT_KEY_COUNT:
+        sink += r->key_count->prekey_count + (uint64_t)r->key_count->has_keys;
+        break;
     case PARLEY__V1__RESPONSE__RESULT__NOT_SET:
         break;
     default:
@@ -179,6 +234,9 @@ static void touch_push(const Parley__V1__Push *p)
         break;
     case PARLEY__V1__PUSH__KIND_ERROR:
         touch_error(p->error);
+        break;
+    case PARLEY__V1__PUSH__KIND_PREKEYS_LOW:
+        sink += p->prekeys_low->prekey_count;
         break;
     case PARLEY__V1__PUSH__KIND__NOT_SET:
         break;
