@@ -152,6 +152,14 @@ static void respond(struct session *s, Parley__V1__Response *resp, enum metrics_
     send_frame(s, &f);
 }
 
+/* The wait advised with BUSY: retry_after_ms plus up to half again at
+ * random, so that clients refused together do not all come back together. */
+static uint32_t busy_retry_ms(const struct config *cfg)
+{
+    uint32_t base = cfg->retry_after_ms;
+    return base + randombytes_uniform(base / 2 + 1);
+}
+
 static void respond_error(struct session *s, uint64_t id, enum metrics_method m, int err,
                           uint32_t retry_after_ms)
 {
@@ -250,7 +258,7 @@ static void submit(struct op *op)
     struct worker *w = s->w;
     int rc = store_submit(w->store, &op->req);
     if (rc) {
-        uint32_t retry = rc == PARLEY_EBUSY ? cfg_of(s)->retry_after_ms : 0;
+        uint32_t retry = rc == PARLEY_EBUSY ? busy_retry_ms(cfg_of(s)) : 0;
         respond_error(s, op->request_id, op->method, rc, retry);
         op_free(op);
         return;
@@ -321,7 +329,7 @@ static bool admit_auth(struct session *s, uint64_t id, enum metrics_method m)
     if (!admission_full(&s->w->adm))
         return true;
     atomic_fetch_add_explicit(&metrics.admission_refusals, 1, memory_order_relaxed);
-    respond_error(s, id, m, PARLEY_EBUSY, cfg_of(s)->retry_after_ms);
+    respond_error(s, id, m, PARLEY_EBUSY, busy_retry_ms(cfg_of(s)));
     return false;
 }
 
@@ -359,7 +367,7 @@ void session_admission_refuse(struct adm_item *it, void *arg)
     struct op *op = PL_CONTAINER_OF(it, struct op, adm);
     struct session *s = op->s;
     atomic_fetch_add_explicit(&metrics.admission_refusals, 1, memory_order_relaxed);
-    respond_error(s, op->request_id, op->method, PARLEY_EBUSY, cfg_of(s)->retry_after_ms);
+    respond_error(s, op->request_id, op->method, PARLEY_EBUSY, busy_retry_ms(cfg_of(s)));
     op_free(op);
     session_unref(s);
 }
@@ -1153,7 +1161,7 @@ static void handle_request(struct session *s, const Parley__V1__Request *r)
         return;
     }
     if (s->w->stopping) {
-        respond_error(s, id, m, PARLEY_EBUSY, cfg->retry_after_ms);
+        respond_error(s, id, m, PARLEY_EBUSY, busy_retry_ms(cfg));
         return;
     }
     bool needs_auth = m != METHOD_CHALLENGE && m != METHOD_SIGNUP && m != METHOD_AUTH &&
