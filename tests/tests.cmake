@@ -32,6 +32,7 @@ pkg_check_modules(SIGNAL REQUIRED IMPORTED_TARGET libsignal-protocol-c)
 file(GLOB SIGNAL_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/crypto/*_signal_test.c)
 foreach(t ${SIGNAL_TESTS})
   get_filename_component(name ${t} NAME_WE)
+  target_sources(${name} PRIVATE ${CMAKE_SOURCE_DIR}/src/crypto/signal_provider_test_util.c)
   target_link_libraries(${name} PRIVATE PkgConfig::SIGNAL)
 endforeach()
 

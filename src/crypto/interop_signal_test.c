@@ -4,10 +4,12 @@
  * other's signatures, both make the same signature from the same key and
  * randomness, agreement gives equal secrets both ways, and the two
  * verifiers give the same verdict on tampered and edge-case signatures.
- * The library needs a crypto provider; a small one on OpenSSL is here. */
+ * The library runs on the test-only crypto provider of
+ * signal_provider_test_util.c. */
 #include "common/err.h"
 #include "crypto/hkdf.h"
 #include "crypto/keys.h"
+#include "crypto/signal_provider_test_util.h"
 #include "crypto/xeddsa.h"
 
 #include <setjmp.h>
@@ -30,176 +32,15 @@
 #include <hkdf.h>
 #include <signal_protocol.h>
 
-/* ---- a test-only crypto provider for libsignal-protocol-c, on OpenSSL ---- */
-
-/* When set, the provider's random source returns these bytes (for the next
- * request of up to 64 bytes), so that libsignal's signature nonce is known. */
-static const uint8_t *fixed_random;
-
-static int on_random(uint8_t *data, size_t len, void *user_data)
-{
-    (void)user_data;
-    if (fixed_random) {
-        if (len > XEDDSA_RANDOM_LEN)
-            return SG_ERR_UNKNOWN;
-        memcpy(data, fixed_random, len);
-        return 0;
-    }
-    return RAND_bytes(data, (int)len) == 1 ? 0 : SG_ERR_UNKNOWN;
-}
-
-static int on_hmac_init(void **hctx, const uint8_t *key, size_t key_len, void *user_data)
-{
-    (void)user_data;
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *c = mac ? EVP_MAC_CTX_new(mac) : NULL;
-    EVP_MAC_free(mac); /* the context keeps its own reference */
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-        OSSL_PARAM_construct_end(),
-    };
-    if (!c || EVP_MAC_init(c, key, key_len, params) != 1) {
-        EVP_MAC_CTX_free(c);
-        return SG_ERR_UNKNOWN;
-    }
-    *hctx = c;
-    return 0;
-}
-
-static int on_hmac_update(void *hctx, const uint8_t *data, size_t len, void *user_data)
-{
-    (void)user_data;
-    return EVP_MAC_update(hctx, data, len) == 1 ? 0 : SG_ERR_UNKNOWN;
-}
-
-static int on_hmac_final(void *hctx, signal_buffer **output, void *user_data)
-{
-    (void)user_data;
-    uint8_t md[32];
-    size_t md_len = 0;
-    if (EVP_MAC_final(hctx, md, &md_len, sizeof(md)) != 1)
-        return SG_ERR_UNKNOWN;
-    *output = signal_buffer_create(md, md_len);
-    return *output ? 0 : SG_ERR_NOMEM;
-}
-
-static void on_hmac_cleanup(void *hctx, void *user_data)
-{
-    (void)user_data;
-    EVP_MAC_CTX_free(hctx);
-}
-
-static int on_sha512_init(void **dctx, void *user_data)
-{
-    (void)user_data;
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    if (!c || EVP_DigestInit_ex(c, EVP_sha512(), NULL) != 1) {
-        EVP_MD_CTX_free(c);
-        return SG_ERR_UNKNOWN;
-    }
-    *dctx = c;
-    return 0;
-}
-
-static int on_sha512_update(void *dctx, const uint8_t *data, size_t len, void *user_data)
-{
-    (void)user_data;
-    return EVP_DigestUpdate(dctx, data, len) == 1 ? 0 : SG_ERR_UNKNOWN;
-}
-
-static int on_sha512_final(void *dctx, signal_buffer **output, void *user_data)
-{
-    (void)user_data;
-    uint8_t md[64];
-    unsigned md_len = 0;
-    /* The context is reused after final, as the provider contract says. */
-    if (EVP_DigestFinal_ex(dctx, md, &md_len) != 1 ||
-        EVP_DigestInit_ex(dctx, EVP_sha512(), NULL) != 1)
-        return SG_ERR_UNKNOWN;
-    *output = signal_buffer_create(md, md_len);
-    return *output ? 0 : SG_ERR_NOMEM;
-}
-
-static void on_sha512_cleanup(void *dctx, void *user_data)
-{
-    (void)user_data;
-    EVP_MD_CTX_free(dctx);
-}
-
-static const EVP_CIPHER *aes_cipher(int cipher, size_t key_len)
-{
-    bool cbc = cipher == SG_CIPHER_AES_CBC_PKCS5;
-    if (!cbc && cipher != SG_CIPHER_AES_CTR_NOPADDING)
-        return NULL;
-    switch (key_len) {
-    case 16:
-        return cbc ? EVP_aes_128_cbc() : EVP_aes_128_ctr();
-    case 24:
-        return cbc ? EVP_aes_192_cbc() : EVP_aes_192_ctr();
-    case 32:
-        return cbc ? EVP_aes_256_cbc() : EVP_aes_256_ctr();
-    default:
-        return NULL;
-    }
-}
-
-static int aes_run(signal_buffer **output, int cipher, const uint8_t *key, size_t key_len,
-                   const uint8_t *iv, size_t iv_len, const uint8_t *in, size_t in_len, int enc)
-{
-    const EVP_CIPHER *c = aes_cipher(cipher, key_len);
-    if (!c || iv_len != 16 || in_len > INT32_MAX - 32)
-        return SG_ERR_INVAL;
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    uint8_t *buf = malloc(in_len + 32);
-    int rc = SG_ERR_UNKNOWN, n1 = 0, n2 = 0;
-    if (ctx && buf && EVP_CipherInit_ex(ctx, c, NULL, key, iv, enc) == 1 &&
-        EVP_CipherUpdate(ctx, buf, &n1, in, (int)in_len) == 1 &&
-        EVP_CipherFinal_ex(ctx, buf + n1, &n2) == 1) {
-        *output = signal_buffer_create(buf, (size_t)n1 + (size_t)n2);
-        rc = *output ? 0 : SG_ERR_NOMEM;
-    }
-    free(buf);
-    EVP_CIPHER_CTX_free(ctx);
-    return rc;
-}
-
-static int on_encrypt(signal_buffer **output, int cipher, const uint8_t *key, size_t key_len,
-                      const uint8_t *iv, size_t iv_len, const uint8_t *plaintext,
-                      size_t plaintext_len, void *user_data)
-{
-    (void)user_data;
-    return aes_run(output, cipher, key, key_len, iv, iv_len, plaintext, plaintext_len, 1);
-}
-
-static int on_decrypt(signal_buffer **output, int cipher, const uint8_t *key, size_t key_len,
-                      const uint8_t *iv, size_t iv_len, const uint8_t *ciphertext,
-                      size_t ciphertext_len, void *user_data)
-{
-    (void)user_data;
-    return aes_run(output, cipher, key, key_len, iv, iv_len, ciphertext, ciphertext_len, 0);
-}
-
 static signal_context *sig_ctx;
 
 static int setup(void **state)
 {
     (void)state;
-    static const signal_crypto_provider provider = {
-        .random_func = on_random,
-        .hmac_sha256_init_func = on_hmac_init,
-        .hmac_sha256_update_func = on_hmac_update,
-        .hmac_sha256_final_func = on_hmac_final,
-        .hmac_sha256_cleanup_func = on_hmac_cleanup,
-        .sha512_digest_init_func = on_sha512_init,
-        .sha512_digest_update_func = on_sha512_update,
-        .sha512_digest_final_func = on_sha512_final,
-        .sha512_digest_cleanup_func = on_sha512_cleanup,
-        .encrypt_func = on_encrypt,
-        .decrypt_func = on_decrypt,
-    };
-    if (sodium_init() < 0 || signal_context_create(&sig_ctx, NULL) != 0)
+    if (sodium_init() < 0)
         return -1;
-    return signal_context_set_crypto_provider(sig_ctx, &provider) == 0 ? 0 : -1;
+    sig_ctx = sigtest_context_new();
+    return sig_ctx ? 0 : -1;
 }
 
 static int teardown(void **state)
@@ -417,10 +258,10 @@ static void test_same_key_and_random_give_identical_signatures(void **state)
         size_t len = (size_t)round * 3;
         randombytes_buf(msg, sizeof(msg));
         randombytes_buf(z, sizeof(z));
-        fixed_random = z;
+        sigtest_fixed_random = z;
         signal_buffer *sigbuf = NULL;
         int rc = curve_calculate_signature(sig_ctx, &sigbuf, ec_key_pair_get_private(pair), msg, len);
-        fixed_random = NULL;
+        sigtest_fixed_random = NULL;
         assert_int_equal(rc, 0);
         assert_int_equal(xeddsa__sign_with_random(kp, msg, len, z, ours), 0);
         assert_memory_equal(ours, signal_buffer_data(sigbuf), XEDDSA_SIGNATURE_LEN);
@@ -459,10 +300,10 @@ static void test_libsignal_reproduces_the_known_answers(void **state)
         ec_private_key *key = NULL;
         assert_int_equal(curve_decode_private_point(&key, priv, sizeof(priv), sig_ctx), 0);
         signal_buffer *sigbuf = NULL;
-        fixed_random = z;
+        sigtest_fixed_random = z;
         int rc = curve_calculate_signature(sig_ctx, &sigbuf, key, (const uint8_t *)msg,
                                            sizeof(msg) - 1);
-        fixed_random = NULL;
+        sigtest_fixed_random = NULL;
         assert_int_equal(rc, 0);
         assert_memory_equal(signal_buffer_data(sigbuf), want, sizeof(want));
         signal_buffer_free(sigbuf);
