@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* Client connection for the load generator (see bconn.h). Bytes flow
  *   read:  uv_read -> [SSL_read via rbio] -> http_parser (upgrade) -> wslay
- *   write: wslay -> [SSL_write, drain wbio] -> uv_write
+ *   write: bconn_send's frames, wslay's control frames -> one buffer per
+ *          connection -> once per loop turn: [SSL_write, drain wbio] ->
+ *          uv_try_write -> what the socket did not take: one uv_write
  * Everything runs on the caller's loop; nothing blocks. */
 #include "bconn.h"
+#include "common/arena.h"
 #include "common/err.h"
 #include "common/mem.h"
 
@@ -19,17 +22,30 @@
 #define READ_BUF_BYTES 65536
 #define TLS_CHUNK 16384
 
-struct write_req {
-    uv_write_t req;
-    size_t len;
-    uint8_t data[];
-};
+#define BUF_FIRST_BYTES 512
+#define BUF_KEEP_BYTES 65536 /* a larger write buffer is freed once written */
+#define ARENA_FIRST_BYTES 16384
+#define ENCODE_KEEP_BYTES 65536 /* a larger encode buffer is freed after use */
 
 static uint64_t mask_state = 0x9e3779b97f4a7c15ull;
+
+/* Scratch shared by every connection: the loop is single-threaded and each
+ * use ends before the next begins. */
+static struct arena decode_arena; /* a received Frame, reset after its callback */
+static bool decode_arena_ready;
+static struct frame_buf encode_buf; /* a Frame being sent, before framing */
 
 void bconn_seed(uint64_t seed)
 {
     mask_state = seed ? seed : 0x9e3779b97f4a7c15ull;
+}
+
+void bconn_cleanup(void)
+{
+    if (decode_arena_ready)
+        arena_deinit(&decode_arena);
+    decode_arena_ready = false;
+    frame_buf_release(&encode_buf, 0);
 }
 
 /* xorshift64*: masking keys only need to be unpredictable to a proxy. */
@@ -41,94 +57,213 @@ static uint64_t mask_next(void)
     return mask_state * 0x2545f4914f6cdd1dull;
 }
 
+/* Room for n more bytes at the end of b; the caller fills them and adds n
+ * to b->len. */
+static uint8_t *buf_room(struct bconn_buf *b, size_t n)
+{
+    if (b->cap - b->len < n) {
+        size_t cap = b->cap ? b->cap : BUF_FIRST_BYTES;
+        while (cap - b->len < n)
+            cap *= 2;
+        b->data = xrealloc(b->data, cap);
+        b->cap = cap;
+    }
+    return b->data + b->len;
+}
+
+static void buf_free(struct bconn_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
 size_t bconn_pending(const struct bconn *c)
 {
-    return c->tcp.write_queue_size;
+    return c->app.len + c->out.len + c->wr.len;
 }
 
 static void on_closed(uv_handle_t *h)
 {
-    struct bconn *c = PL_CONTAINER_OF(h, struct bconn, tcp);
+    struct bconn *c = h->data;
+    if (--c->open_handles > 0)
+        return;
     if (c->ws)
         wslay_event_context_free(c->ws);
     c->ws = NULL;
     if (c->ssl)
         SSL_free(c->ssl); /* frees both BIOs */
     c->ssl = NULL;
+    buf_free(&c->app);
+    buf_free(&c->out);
+    buf_free(&c->wr);
     c->ops->on_close(c);
 }
+
+static void net_flush(struct bconn *c, bool may_queue);
 
 void bconn_close(struct bconn *c, int err)
 {
     if (c->state == BCONN_CLOSING)
         return;
+    /* What is queued goes out if the socket takes it now (a close frame,
+     * say); nothing waits for it. */
+    if (c->state != BCONN_CONNECTING && c->state != BCONN_IDLE)
+        net_flush(c, false);
     c->state = BCONN_CLOSING;
     c->err = err;
     uv_close((uv_handle_t *)&c->tcp, on_closed);
+    uv_close((uv_handle_t *)&c->flusher, on_closed);
+}
+
+/* Moves what OpenSSL has produced to out. */
+static void tls_drain(struct bconn *c)
+{
+    for (;;) {
+        size_t n = BIO_ctrl_pending(c->wbio);
+        if (n == 0)
+            break;
+        n = PL_MIN(n, (size_t)TLS_CHUNK);
+        int r = BIO_read(c->wbio, buf_room(&c->out, n), (int)n);
+        if (r <= 0)
+            break;
+        c->out.len += (size_t)r;
+    }
+}
+
+/* Encrypts what app holds into out. */
+static int tls_encrypt(struct bconn *c)
+{
+    const uint8_t *p = c->app.data;
+    size_t len = c->app.len;
+    while (len > 0) {
+        int n = SSL_write(c->ssl, p, (int)PL_MIN(len, (size_t)1 << 30));
+        if (n <= 0) {
+            ERR_clear_error();
+            c->app.len = 0;
+            return PARLEY_ETLS;
+        }
+        p += n;
+        len -= (size_t)n;
+        tls_drain(c);
+    }
+    c->app.len = 0;
+    return 0;
+}
+
+static void on_flush(uv_prepare_t *p);
+
+static void arm_flush(struct bconn *c)
+{
+    if (c->state != BCONN_CLOSING && !uv_is_active((uv_handle_t *)&c->flusher))
+        (void)uv_prepare_start(&c->flusher, on_flush);
 }
 
 static void on_written(uv_write_t *req, int status)
 {
-    struct write_req *w = PL_CONTAINER_OF(req, struct write_req, req);
     struct bconn *c = req->data;
-    free(w);
-    if (status < 0 && status != UV_ECANCELED)
-        bconn_close(c, PARLEY_ECLOSED);
+    c->writing = false;
+    c->wr.len = 0;
+    if (c->wr.cap > BUF_KEEP_BYTES)
+        buf_free(&c->wr); /* a stall's backlog should not pin its memory */
+    if (status < 0) {
+        if (status != UV_ECANCELED)
+            bconn_close(c, PARLEY_ECLOSED);
+        return;
+    }
+    if (c->out.len > 0 || c->app.len > 0)
+        net_flush(c, true);
 }
 
-/* Hands bytes to the socket; they are copied. */
-static int net_write(struct bconn *c, const uint8_t *data, size_t len)
+/* Writes out (after encrypting app) with one system call; what the socket
+ * does not take now goes to one uv_write when may_queue, else is dropped
+ * (the connection is closing). */
+static void net_flush(struct bconn *c, bool may_queue)
+{
+    if (c->app.len > 0 && tls_encrypt(c) != 0) {
+        if (may_queue)
+            bconn_close(c, PARLEY_ETLS);
+        return;
+    }
+    if (c->writing || c->out.len == 0)
+        return;
+    uv_buf_t buf = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+    if (n == (int)c->out.len) {
+        c->out.len = 0;
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        c->out.len = 0;
+        if (may_queue)
+            bconn_close(c, PARLEY_ECLOSED);
+        return;
+    }
+    if (!may_queue)
+        return;
+    size_t done = n > 0 ? (size_t)n : 0;
+    /* The rest goes in one uv_write from wr; out starts afresh. */
+    struct bconn_buf t = c->wr;
+    c->wr = c->out;
+    c->out = t;
+    c->out.len = 0;
+    buf = uv_buf_init((char *)c->wr.data + done, (unsigned)(c->wr.len - done));
+    c->wr.len -= done;
+    c->write_req.data = c;
+    if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0) {
+        c->wr.len = 0;
+        bconn_close(c, PARLEY_ECLOSED);
+        return;
+    }
+    c->writing = true;
+}
+
+static void on_flush(uv_prepare_t *p)
+{
+    struct bconn *c = PL_CONTAINER_OF(p, struct bconn, flusher);
+    (void)uv_prepare_stop(p);
+    net_flush(c, true);
+}
+
+/* Room for n application bytes, written before the loop next polls; NULL
+ * (and c closed) when that would put more than BCONN_OUT_MAX unsent. */
+static uint8_t *app_room(struct bconn *c, size_t n)
 {
     if (c->state == BCONN_CLOSING)
-        return PARLEY_ECLOSED;
-    if (bconn_pending(c) + len > BCONN_OUT_MAX) {
+        return NULL;
+    if (bconn_pending(c) + n > BCONN_OUT_MAX) {
         bconn_close(c, PARLEY_ETIMEOUT); /* the server does not read: give up */
-        return PARLEY_ECLOSED;
+        return NULL;
     }
-    struct write_req *w = xmalloc(sizeof(*w) + len);
-    memcpy(w->data, data, len);
-    w->len = len;
-    w->req.data = c;
-    uv_buf_t buf = uv_buf_init((char *)w->data, (unsigned)len);
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0) {
-        free(w);
-        bconn_close(c, PARLEY_ECLOSED);
-        return PARLEY_ECLOSED;
-    }
-    return 0;
+    arm_flush(c);
+    return buf_room(c->ssl ? &c->app : &c->out, n);
 }
 
-/* Moves what OpenSSL has produced to the socket. */
-static int tls_flush(struct bconn *c)
+static void app_commit(struct bconn *c, size_t n)
 {
-    uint8_t buf[TLS_CHUNK];
-    while (BIO_ctrl_pending(c->wbio) > 0) {
-        int n = BIO_read(c->wbio, buf, sizeof(buf));
-        if (n <= 0)
-            break;
-        int rc = net_write(c, buf, (size_t)n);
-        if (rc)
-            return rc;
-    }
-    return 0;
+    if (c->ssl)
+        c->app.len += n;
+    else
+        c->out.len += n;
 }
 
-/* Writes application bytes, through TLS when there is TLS. */
+/* Queues application bytes, through TLS when there is TLS; they are copied. */
 static int app_write(struct bconn *c, const uint8_t *data, size_t len)
 {
-    if (!c->ssl)
-        return net_write(c, data, len);
-    while (len > 0) {
-        int n = SSL_write(c->ssl, data, (int)PL_MIN(len, (size_t)1 << 30));
-        if (n <= 0) {
-            ERR_clear_error();
-            bconn_close(c, PARLEY_ETLS);
-            return PARLEY_ETLS;
-        }
-        data += n;
-        len -= (size_t)n;
-    }
-    return tls_flush(c);
+    uint8_t *p = app_room(c, len);
+    if (!p)
+        return PARLEY_ECLOSED;
+    memcpy(p, data, len);
+    app_commit(c, len);
+    return 0;
+}
+
+/* Queues what OpenSSL produced during the handshake. */
+static void tls_flush(struct bconn *c)
+{
+    tls_drain(c);
+    if (c->out.len > 0)
+        arm_flush(c);
 }
 
 /* wslay callbacks */
@@ -184,14 +319,20 @@ static void on_ws_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
         return;
     switch (arg->opcode) {
     case WSLAY_BINARY_FRAME: {
+        if (!decode_arena_ready) {
+            arena_init(&decode_arena, ARENA_FIRST_BYTES);
+            decode_arena_ready = true;
+        }
         PlFrame *f = NULL;
-        int rc = frame_decode(arg->msg, arg->msg_length, c->target->max_frame, &f);
+        int rc =
+            frame_decode_arena(arg->msg, arg->msg_length, c->target->max_frame, &decode_arena, &f);
         if (rc) {
+            arena_reset(&decode_arena);
             bconn_close(c, PARLEY_EPROTO);
             return;
         }
         c->ops->on_frame(c, f);
-        frame_free(f);
+        arena_reset(&decode_arena); /* the frame and all in it: on_frame copied what it keeps */
         break;
     }
     case WSLAY_CONNECTION_CLOSE:
@@ -223,9 +364,7 @@ static void ws_input(struct bconn *c, const uint8_t *data, size_t len)
 {
     c->rd = data;
     c->rd_len = len;
-    c->in_recv = true;
     int rc = wslay_event_recv(c->ws);
-    c->in_recv = false;
     c->rd = NULL;
     c->rd_len = 0;
     if (c->state != BCONN_OPEN)
@@ -375,7 +514,7 @@ static bool tls_step(struct bconn *c)
         bconn_close(c, PARLEY_ETLS);
         return false;
     }
-    (void)tls_flush(c);
+    tls_flush(c);
     return false;
 }
 
@@ -388,7 +527,8 @@ static void tls_input(struct bconn *c, const uint8_t *data, size_t len)
     if (c->state == BCONN_TLS) {
         if (!tls_step(c))
             return;
-        if (tls_flush(c) != 0 || send_upgrade(c) != 0)
+        tls_flush(c);
+        if (send_upgrade(c) != 0)
             return;
     }
     uint8_t buf[TLS_CHUNK];
@@ -406,7 +546,7 @@ static void tls_input(struct bconn *c, const uint8_t *data, size_t len)
         return;
     }
     if (c->state == BCONN_UPGRADE || c->state == BCONN_OPEN)
-        (void)tls_flush(c); /* session tickets, alerts */
+        tls_flush(c); /* session tickets, alerts */
 }
 
 /* One read buffer for every connection: the loop is single-threaded and
@@ -477,6 +617,10 @@ int bconn_start(struct bconn *c, uv_loop_t *loop, const struct bconn_target *tar
     c->ops = ops;
     if (uv_tcp_init(loop, &c->tcp) != 0)
         return PARLEY_ENOMEM;
+    (void)uv_prepare_init(loop, &c->flusher); /* cannot fail */
+    c->tcp.data = c;
+    c->flusher.data = c;
+    c->open_handles = 2;
     c->state = BCONN_CONNECTING;
     if (uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)&target->addr,
                        on_connected) != 0)
@@ -484,20 +628,63 @@ int bconn_start(struct bconn *c, uv_loop_t *loop, const struct bconn_target *tar
     return 0;
 }
 
+/* Copies n bytes from src to dst, XORed with the 4-byte key (RFC 6455 5.3). */
+static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t key[4])
+{
+    uint32_t k32;
+    memcpy(&k32, key, 4);
+    uint64_t k64 = (uint64_t)k32 << 32 | k32;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, src + i, 8);
+        w ^= k64;
+        memcpy(dst + i, &w, 8);
+    }
+    for (; i < n; i++)
+        dst[i] = src[i] ^ key[i % 4];
+}
+
 int bconn_send(struct bconn *c, const PlFrame *f)
 {
-    if (c->state != BCONN_OPEN)
+    if (c->state != BCONN_OPEN || wslay_event_get_close_sent(c->ws) ||
+        !wslay_event_get_write_enabled(c->ws))
         return PARLEY_ECLOSED;
+    /* Framed here rather than by wslay_event_queue_msg, which would copy
+     * the message into a queue entry and mask it into a second copy. wslay
+     * never holds part of a frame (the send callback always takes all), so
+     * its control frames and these stay whole and in order. */
     size_t len = 0;
-    uint8_t *data = frame_encode(f, &len);
+    const uint8_t *data = frame_encode_buf(f, &encode_buf, &len);
     if (!data)
         return PARLEY_ENOMEM;
-    struct wslay_event_msg m = {.opcode = WSLAY_BINARY_FRAME, .msg = data, .msg_length = len};
-    int r = wslay_event_queue_msg(c->ws, &m);
-    free(data);
-    if (r != 0)
-        return r == WSLAY_ERR_NOMEM ? PARLEY_ENOMEM : PARLEY_ECLOSED;
-    if (!c->in_recv)
-        ws_flush(c);
+    uint8_t hdr[14];
+    size_t hl = 2;
+    hdr[0] = 0x80 | WSLAY_BINARY_FRAME; /* FIN, one frame per message */
+    if (len < 126) {
+        hdr[1] = 0x80 | (uint8_t)len;
+    } else if (len <= 0xffff) {
+        hdr[1] = 0x80 | 126;
+        hdr[2] = (uint8_t)(len >> 8);
+        hdr[3] = (uint8_t)len;
+        hl = 4;
+    } else {
+        hdr[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++)
+            hdr[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+        hl = 10;
+    }
+    uint64_t r = mask_next();
+    memcpy(hdr + hl, &r, 4);
+    hl += 4;
+    uint8_t *p = app_room(c, hl + len);
+    if (!p) {
+        frame_buf_release(&encode_buf, ENCODE_KEEP_BYTES);
+        return PARLEY_ECLOSED;
+    }
+    memcpy(p, hdr, hl);
+    mask_copy(p + hl, data, len, hdr + hl - 4);
+    app_commit(c, hl + len);
+    frame_buf_release(&encode_buf, ENCODE_KEEP_BYTES);
     return 0;
 }

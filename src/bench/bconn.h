@@ -18,7 +18,7 @@
 #include <uv.h>
 #include <wslay/wslay.h>
 
-#define BCONN_OUT_MAX (4u << 20) /* bytes queued in libuv beyond which we give up */
+#define BCONN_OUT_MAX (4u << 20) /* unsent bytes beyond which we give up on the server */
 
 /* Where every connection of a run goes; shared, read-only once set up. */
 struct bconn_target {
@@ -29,6 +29,13 @@ struct bconn_target {
 };
 
 struct bconn;
+
+/* Bytes waiting to be written: data[0..len) of cap allocated. */
+struct bconn_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+};
 
 /* Called once the WebSocket is open. */
 typedef void bconn_open_cb(struct bconn *c);
@@ -55,7 +62,9 @@ enum bconn_state {
 
 struct bconn {
     uv_tcp_t tcp;
+    uv_prepare_t flusher; /* active while app or out holds bytes: writes once per loop turn */
     uv_connect_t connect_req;
+    uv_write_t write_req; /* the one write in flight, of wr */
     const struct bconn_target *target;
     const struct bconn_ops *ops;
     enum bconn_state state;
@@ -68,7 +77,11 @@ struct bconn {
     size_t rd_len;
     char hdr_name[16]; /* the upgrade response header being read, lower case */
     size_t hdr_name_len;
-    bool in_recv; /* inside wslay_event_recv: sends are flushed after it */
+    bool writing;         /* write_req is in flight */
+    uint8_t open_handles; /* tcp and flusher until their close callbacks ran */
+    struct bconn_buf app; /* TLS only: plaintext for the next SSL_write */
+    struct bconn_buf out; /* bytes for the socket, not yet handed to libuv */
+    struct bconn_buf wr;  /* bytes handed to libuv in write_req */
     /* Why the connection ended: 0 while open; a negative PARLEY_E*. */
     int err;
     int http_status;         /* status of the upgrade response, 0 before */
@@ -83,9 +96,10 @@ struct bconn {
 PL_NODISCARD int bconn_start(struct bconn *c, uv_loop_t *loop, const struct bconn_target *target,
                              const struct bconn_ops *ops);
 
-/* Sends f as one binary message; f is borrowed (encoded and copied).
- * Returns 0, PARLEY_ECLOSED when the WebSocket is not open, or
- * PARLEY_ENOMEM. */
+/* Queues f as one binary message; f is borrowed (encoded and copied). What
+ * is queued for c goes out in one write per loop turn, before the loop next
+ * polls. Returns 0, or PARLEY_ECLOSED when the WebSocket is not open or c
+ * has more than BCONN_OUT_MAX bytes unsent (c is then closed). */
 PL_NODISCARD int bconn_send(struct bconn *c, const PlFrame *f);
 
 /* Closes c with reason err (0 for a normal end); safe to call from any
@@ -93,12 +107,16 @@ PL_NODISCARD int bconn_send(struct bconn *c, const PlFrame *f);
  * later, from the loop. */
 void bconn_close(struct bconn *c, int err);
 
-/* Bytes libuv still has to write for c. */
+/* Bytes queued for c and not yet written to the socket. */
 size_t bconn_pending(const struct bconn *c);
 
 /* Seeds the generator of WebSocket masking keys (RFC 6455 wants them
  * unpredictable to intermediaries, not secret). Call once before the first
  * bconn_start. */
 void bconn_seed(uint64_t seed);
+
+/* Frees the scratch space every connection shares (the decode arena and the
+ * encode buffer). Call once at exit, after the last connection is closed. */
+void bconn_cleanup(void);
 
 #endif

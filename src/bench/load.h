@@ -68,6 +68,7 @@ struct msgload {
     uint64_t unexpected; /* pushes that are not one of ours */
     uint64_t conn_lost;  /* clients whose connection dropped */
     uint64_t by_code[BENCH_ERR_CODES];
+    uint64_t client_id_state; /* next SendRequest.client_id comes from it (random start) */
 };
 
 /* Signs up 2 * pairs clients, kept connected; returns 0 or PARLEY_ECONNECT

@@ -529,6 +529,7 @@ int main(int argc, char **argv)
     uv_run(&b.loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&b.loop) != 0)
         fputs("parley-bench: handles left open at exit\n", stderr);
+    bconn_cleanup();
     SSL_CTX_free(b.target.ssl_ctx);
     return rc;
 }
