@@ -4,7 +4,8 @@
  *   write: bconn_send's frames, wslay's control frames -> one buffer per
  *          connection -> once per loop turn: [SSL_write, drain wbio] ->
  *          uv_try_write -> what the socket did not take: one uv_write
- * Everything runs on the caller's loop; nothing blocks. */
+ * Everything runs on the caller's loop; nothing blocks. Scratch space is
+ * per thread, so loops on different threads share nothing. */
 #include "bconn.h"
 #include "common/arena.h"
 #include "common/err.h"
@@ -27,13 +28,13 @@
 #define ARENA_FIRST_BYTES 16384
 #define ENCODE_KEEP_BYTES 65536 /* a larger encode buffer is freed after use */
 
-static uint64_t mask_state = 0x9e3779b97f4a7c15ull;
+static _Thread_local uint64_t mask_state = 0x9e3779b97f4a7c15ull;
 
-/* Scratch shared by every connection: the loop is single-threaded and each
- * use ends before the next begins. */
-static struct arena decode_arena; /* a received Frame, reset after its callback */
-static bool decode_arena_ready;
-static struct frame_buf encode_buf; /* a Frame being sent, before framing */
+/* Scratch shared by every connection of one thread: a loop runs on one
+ * thread and each use ends before the next begins. */
+static _Thread_local struct arena decode_arena; /* a received Frame, reset after its callback */
+static _Thread_local bool decode_arena_ready;
+static _Thread_local struct frame_buf encode_buf; /* a Frame being sent, before framing */
 
 void bconn_seed(uint64_t seed)
 {
@@ -549,9 +550,9 @@ static void tls_input(struct bconn *c, const uint8_t *data, size_t len)
         tls_flush(c); /* session tickets, alerts */
 }
 
-/* One read buffer for every connection: the loop is single-threaded and
- * each read is consumed before the next. */
-static uint8_t read_buf[READ_BUF_BYTES];
+/* One read buffer for every connection of a thread: each read is consumed
+ * before the next. */
+static _Thread_local uint8_t read_buf[READ_BUF_BYTES];
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {

@@ -110,13 +110,14 @@ void bconn_close(struct bconn *c, int err);
 /* Bytes queued for c and not yet written to the socket. */
 size_t bconn_pending(const struct bconn *c);
 
-/* Seeds the generator of WebSocket masking keys (RFC 6455 wants them
- * unpredictable to intermediaries, not secret). Call once before the first
- * bconn_start. */
+/* Seeds the calling thread's generator of WebSocket masking keys (RFC 6455
+ * wants them unpredictable to intermediaries, not secret). Call once per
+ * thread before its first bconn_start. */
 void bconn_seed(uint64_t seed);
 
-/* Frees the scratch space every connection shares (the decode arena and the
- * encode buffer). Call once at exit, after the last connection is closed. */
+/* Frees the scratch space the calling thread's connections share (the
+ * decode arena and the encode buffer). Call once on each thread that ran
+ * connections, after its last connection is closed. */
 void bconn_cleanup(void);
 
 #endif

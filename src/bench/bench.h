@@ -2,7 +2,8 @@
 /* parley-bench's shared state and its parts: the run (loop, target,
  * options), server figures from /proc, the connection driver used by setup
  * phases, the sign-up and messaging load engines, and the scenarios. All on
- * one libuv loop in one thread. */
+ * one libuv loop in one thread, but for surge's sign-ups, which run on a
+ * second thread with a struct bench of their own (signthread in load.h). */
 #ifndef PARLEY_BENCH_BENCH_H
 #define PARLEY_BENCH_BENCH_H
 

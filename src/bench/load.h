@@ -3,7 +3,8 @@
  * tick: signload starts sign-ups on fresh connections (open loop at a rate,
  * or a fixed number in flight); msgload runs pairs of signed-in clients
  * messaging each other (closed loop with a window, or open loop at a rate)
- * and checks every message end to end. */
+ * and checks every message end to end. signthread runs a signload on a
+ * thread and loop of its own, beside a msgload. */
 #ifndef PARLEY_BENCH_LOAD_H
 #define PARLEY_BENCH_LOAD_H
 
@@ -15,7 +16,7 @@ struct signload_stats {
     uint64_t started, accepted, timeouts, errors;
     uint64_t refused_retry;   /* RATE_LIMITED/BUSY carrying retry_after_ms */
     uint64_t refused_noretry; /* RATE_LIMITED/BUSY without it: a server bug */
-    uint64_t skipped;         /* open loop: not started, too many in flight */
+    uint64_t skipped;         /* open loop: not started, too many in flight or too late */
     uint64_t by_code[BENCH_ERR_CODES];
     struct hist latency; /* connect to signed up, accepted ones */
 };
@@ -31,7 +32,8 @@ struct signload {
     int64_t t0_us;
     int64_t pause_until_us; /* closed loop: a refusal's retry_after */
     size_t inflight;        /* connections not yet closed */
-    struct attempt *head;
+    struct attempt *head;   /* newest first */
+    struct attempt *tail;   /* oldest */
 };
 
 void signload_init(struct signload *s, struct bench *b, double rate, size_t max_inflight);
@@ -41,6 +43,35 @@ void signload_tick(struct signload *s);
 void signload_stop(struct signload *s);
 /* Closes what is in flight; call bench_drain_loop after. */
 void signload_abort(struct signload *s);
+
+/* Sign-ups on a thread of their own */
+
+struct signthread;
+
+/* Starts a thread with its own loop that runs an open-loop signload at
+ * rate (at most max_inflight in flight) from start_us until stop_us
+ * (bench_now_us clock) or signthread_stop, whichever is first; then waits
+ * for what is in flight (timing it out after b's timeout_ms) and ends. It
+ * shares with the caller only b's read-only target and options, and takes
+ * a range of account numbers from b, so names stay unique. Call from b's
+ * loop thread. Returns 0 and *out (owned by the caller, free with
+ * signthread_free), or PARLEY_EIO (no loop or no thread) and nothing
+ * started. */
+PL_NODISCARD int signthread_start(struct signthread **out, struct bench *b, double rate,
+                                  size_t max_inflight, int64_t start_us, int64_t stop_us);
+/* Asks the thread to start no more sign-ups (it notices within a tick);
+ * safe to call more than once, from the thread that started it. */
+void signthread_stop(struct signthread *t);
+/* Waits until the thread has ended; idempotent. The figures below may be
+ * read only after it. */
+void signthread_join(struct signthread *t);
+/* The sign-ups' figures; valid until signthread_free, after the join. */
+const struct signload_stats *signthread_stats(const struct signthread *t);
+/* Sign-ups started per second while the thread was starting them: what
+ * it actually offered (skipped ones not counted); 0 if it never started. */
+double signthread_offered_per_s(const struct signthread *t);
+/* Joins if need be (after signthread_stop), then frees t; NULL is a no-op. */
+void signthread_free(struct signthread *t);
 
 /* Messages */
 

@@ -22,7 +22,7 @@
 #define CONNECT_ATTEMPTS 3
 
 /* The scenario running now: phases' tick functions find their state here
- * (one scenario per process, one thread). */
+ * (one scenario per process; only the main loop's thread reads it). */
 static void *cur;
 
 static void server_stat(struct bench *b, struct procstat *ps)
@@ -247,7 +247,8 @@ int scenario_msgs(struct bench *b, struct bench_result *r, json_t *extra)
 
 struct surge_run {
     struct msgs_run mr;
-    struct signload s;
+    struct signthread *st; /* the sign-ups, on a thread of their own */
+    int64_t surge_start_us, surge_stop_us;
     int phase; /* 0 before, 1 during, 2 after the surge */
 };
 
@@ -255,32 +256,24 @@ static void surge_tick(struct bench *b)
 {
     struct surge_run *run = cur;
     int64_t now = bench_now_us();
-    int64_t third = (int64_t)(run->mr.duration_s * 1e6 / 3);
-    if (run->phase == 0 && now - run->mr.t0 >= third) {
+    if (run->phase == 0 && now >= run->surge_start_us) {
         run->phase = 1;
         msgload_next_phase(&run->mr.m);
-        signload_start(&run->s);
-    } else if (run->phase == 1 && (now - run->mr.t0 >= 2 * third || b->stopping)) {
+    } else if (run->phase == 1 && (now >= run->surge_stop_us || b->stopping)) {
         run->phase = 2;
         msgload_next_phase(&run->mr.m);
-        signload_stop(&run->s);
     }
+    if (b->stopping)
+        signthread_stop(run->st);
     msgload_tick(&run->mr.m);
-    signload_tick(&run->s);
     struct msgs_run *mr = &run->mr;
     if (!mr->ended && (now - mr->t0 >= (int64_t)(mr->duration_s * 1e6) || b->stopping)) {
         msgload_stop(&mr->m);
-        signload_stop(&run->s);
         mr->ended = true;
         mr->t_end = now;
     }
-    if (!mr->ended)
-        return;
-    int64_t waited = now - mr->t_end;
-    if (waited > (int64_t)b->opt.timeout_ms * 1000)
-        signload_abort(&run->s);
-    bool msgs_done = msgload_inflight(&mr->m) == 0 || waited > (int64_t)b->opt.drain_ms * 1000;
-    if (msgs_done && run->s.inflight == 0)
+    if (mr->ended &&
+        (msgload_inflight(&mr->m) == 0 || now - mr->t_end > (int64_t)b->opt.drain_ms * 1000))
         bench_phase_end(b);
 }
 
@@ -296,21 +289,32 @@ int scenario_surge(struct bench *b, struct bench_result *r, json_t *extra)
     }
     add_drive(extra, "setup", &ds, secs(bench_now_us() - s0));
     size_t cap = b->fd_limit > 256 + run->mr.m.n ? b->fd_limit - 128 - run->mr.m.n : 64;
-    signload_init(&run->s, b, b->opt.signup_rate, cap);
     cur = run;
     run->mr.duration_s = b->opt.duration_s;
+    int64_t third = (int64_t)(run->mr.duration_s * 1e6 / 3);
+    int64_t t0 = bench_now_us();
+    run->surge_start_us = t0 + third;
+    run->surge_stop_us = t0 + 2 * third;
+    if (signthread_start(&run->st, b, b->opt.signup_rate, cap, run->surge_start_us,
+                         run->surge_stop_us) != 0) {
+        fputs("parley-bench: cannot start the sign-up thread\n", stderr);
+        return 1;
+    }
     server_stat(b, &r->before);
     msgload_begin(&run->mr.m, b->opt.rate, b->opt.window, b->opt.size);
     run->mr.t0 = run->mr.m.t0_us;
     bench_phase_run(b, FINE_TICK_MS, surge_tick);
+    signthread_join(run->st);
     server_stat(b, &r->after);
     msgs_fill(b, &run->mr, r, extra);
+    const struct signload_stats *st = signthread_stats(run->st);
     set_real(extra, "signup_rate", b->opt.signup_rate);
+    set_real(extra, "signup_offered_per_s", signthread_offered_per_s(run->st));
     set_hist(extra, "before", run->mr.m.phase_hist[0]);
     set_hist(extra, "during", run->mr.m.phase_hist[1]);
     set_hist(extra, "after", run->mr.m.phase_hist[2]);
-    add_signload(extra, "signup_", &run->s.st);
-    set_hist(extra, "signup", &run->s.st.latency);
+    add_signload(extra, "signup_", st);
+    set_hist(extra, "signup", &st->latency);
     return 0;
 }
 
@@ -528,8 +532,11 @@ void scenario_free(struct bench *b)
 {
     if (b && b->scenario_mem && strcmp(b->opt.scenario, "msgs") == 0)
         msgload_free(&((struct msgs_run *)b->scenario_mem)->m);
-    if (b && b->scenario_mem && strcmp(b->opt.scenario, "surge") == 0)
-        msgload_free(&((struct surge_run *)b->scenario_mem)->mr.m);
+    if (b && b->scenario_mem && strcmp(b->opt.scenario, "surge") == 0) {
+        struct surge_run *run = b->scenario_mem;
+        signthread_free(run->st);
+        msgload_free(&run->mr.m);
+    }
     if (b && b->scenario_mem && strcmp(b->opt.scenario, "idle") == 0) {
         struct idle_run *run = b->scenario_mem;
         free(run->cls);

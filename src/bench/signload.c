@@ -11,6 +11,11 @@
 
 #include "common/banned.h"
 
+/* Open loop: an attempt whose time is further behind than this when the
+ * generator gets to it is skipped, not started in a burst with later ones;
+ * and one tick stops starting once it has run this long. */
+#define SIGNLOAD_LATE_US 10000
+
 struct attempt {
     struct client cl;
     struct account acct;
@@ -69,6 +74,8 @@ static void on_closed(struct client *cl)
         s->head = a->next;
     if (a->next)
         a->next->prev = a->prev;
+    else
+        s->tail = a->prev;
     s->inflight--;
     free(a);
 }
@@ -93,6 +100,8 @@ static bool start_one(struct signload *s)
     a->next = s->head;
     if (s->head)
         s->head->prev = a;
+    else
+        s->tail = a;
     s->head = a;
     s->inflight++;
     return true;
@@ -108,19 +117,28 @@ void signload_tick(struct signload *s)
 {
     int64_t now = bench_now_us();
     int64_t timeout_us = (int64_t)s->b->opt.timeout_ms * 1000;
-    for (struct attempt *a = s->head; a; a = a->next) {
-        if (a->cl.live && !a->cl.reported && now - a->cl.started_us > timeout_us)
+    /* Oldest last: stop at the first that is not yet due to time out. */
+    for (struct attempt *a = s->tail; a && now - a->cl.started_us > timeout_us; a = a->prev) {
+        if (a->cl.live && !a->cl.reported)
             client_close(&a->cl, PARLEY_ETIMEOUT);
     }
     if (!s->running)
         return;
     if (s->rate > 0) {
-        uint64_t due = (uint64_t)(s->rate * (double)(now - s->t0_us) / 1e6);
+        int64_t since = now - s->t0_us;
+        uint64_t due = (uint64_t)(s->rate * (double)since / 1e6);
+        uint64_t late = since > SIGNLOAD_LATE_US
+                            ? (uint64_t)(s->rate * (double)(since - SIGNLOAD_LATE_US) / 1e6)
+                            : 0;
+        if (s->st.started + s->st.skipped < late)
+            s->st.skipped = late - s->st.started;
         while (s->st.started + s->st.skipped < due) {
             if (s->inflight >= s->max_inflight)
                 s->st.skipped++;
             else if (!start_one(s))
                 break;
+            if (bench_now_us() - now > SIGNLOAD_LATE_US)
+                break; /* what is still due now is late by the next tick */
         }
         return;
     }
