@@ -445,10 +445,6 @@ static void signup_done(struct op *op)
 {
     struct session *s = op->s;
     struct store_req *req = &op->req;
-    if (req->status) {
-        respond_error(s, op->request_id, op->method, req->status, 0);
-        return;
-    }
     log_info("core", "event=signup user=%llu device=%llu", (unsigned long long)req->out.user_id,
              (unsigned long long)req->out.device_id);
     if (!s->conn)
@@ -500,10 +496,6 @@ static void auth_done(struct op *op)
 {
     struct session *s = op->s;
     struct store_req *req = &op->req;
-    if (req->status) {
-        respond_error(s, op->request_id, op->method, req->status, 0);
-        return;
-    }
     if (!signature_ok(op->signature, op->nonce, req->out.pubkey)) {
         atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
         respond_error(s, op->request_id, op->method, PARLEY_EBAD_SIGNATURE, 0);
@@ -653,10 +645,6 @@ static void send_done(struct op *op)
 {
     struct session *s = op->s;
     struct store_req *req = &op->req;
-    if (req->status) {
-        respond_error(s, op->request_id, op->method, req->status, 0);
-        return;
-    }
     if (!req->out.duplicate)
         publish_message(s, req);
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
@@ -694,10 +682,6 @@ static void sync_done(struct op *op)
 {
     struct session *s = op->s;
     struct store_req *req = &op->req;
-    if (req->status) {
-        respond_error(s, op->request_id, op->method, req->status, 0);
-        return;
-    }
     size_t n = req->out.n_msgs;
     Parley__V1__Message *msgs = xcalloc(n, sizeof(*msgs));
     Parley__V1__Update *ups = xcalloc(n, sizeof(*ups));
@@ -756,10 +740,6 @@ static void history_done(struct op *op)
 {
     struct session *s = op->s;
     struct store_req *req = &op->req;
-    if (req->status) {
-        respond_error(s, op->request_id, op->method, req->status, 0);
-        return;
-    }
     size_t n = req->out.n_msgs;
     Parley__V1__Message *msgs = xcalloc(n, sizeof(*msgs));
     Parley__V1__Message **msgp = xcalloc(n, sizeof(*msgp));
@@ -803,10 +783,6 @@ static void resolve_done(struct op *op)
 {
     struct session *s = op->s;
     struct store_req *req = &op->req;
-    if (req->status) {
-        respond_error(s, op->request_id, op->method, req->status, 0);
-        return;
-    }
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
     Parley__V1__ResolveResponse r = PARLEY__V1__RESOLVE_RESPONSE__INIT;
     r.user_id = req->out.user_id;
@@ -884,10 +860,6 @@ static void upload_keys_done(struct op *op)
 {
     struct session *s = op->s;
     struct store_req *req = &op->req;
-    if (req->status) {
-        respond_error(s, op->request_id, op->method, req->status, 0);
-        return;
-    }
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
     Parley__V1__UploadKeysResponse r = PARLEY__V1__UPLOAD_KEYS_RESPONSE__INIT;
     r.prekey_count = req->out.prekey_count;
@@ -956,10 +928,6 @@ static void get_bundle_done(struct op *op)
 {
     struct session *s = op->s;
     struct store_req *req = &op->req;
-    if (req->status) {
-        respond_error(s, op->request_id, op->method, req->status, 0);
-        return;
-    }
     size_t n = req->out.n_bundles;
     for (size_t i = 0; i < n; i++) {
         const struct store_bundle *b = &req->out.bundles[i];
@@ -1021,10 +989,6 @@ static void key_count_done(struct op *op)
 {
     struct session *s = op->s;
     struct store_req *req = &op->req;
-    if (req->status) {
-        respond_error(s, op->request_id, op->method, req->status, 0);
-        return;
-    }
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
     Parley__V1__KeyCountResponse r = PARLEY__V1__KEY_COUNT_RESPONSE__INIT;
     r.prekey_count = req->out.prekey_count;
@@ -1034,6 +998,8 @@ static void key_count_done(struct op *op)
     resp.key_count = &r;
     respond(s, &resp, op->method);
 }
+
+static void done_ok(struct op *op);
 
 static void on_store_done(struct store_req *req)
 {
@@ -1075,6 +1041,18 @@ static void on_store_done(struct store_req *req)
         return;
     }
 
+    if (req->status)
+        respond_error(s, op->request_id, op->method, req->status, 0);
+    else
+        done_ok(op);
+    op_free(op);
+    session_unref(s);
+    worker_maybe_finish(w);
+}
+
+/* A request the store completed without error: its method's answer. */
+static void done_ok(struct op *op)
+{
     switch (op->method) {
     case METHOD_SIGNUP:
         signup_done(op);
@@ -1106,9 +1084,6 @@ static void on_store_done(struct store_req *req)
     default:
         break;
     }
-    op_free(op);
-    session_unref(s);
-    worker_maybe_finish(w);
 }
 
 /* --- dispatch ----------------------------------------------------------- */
