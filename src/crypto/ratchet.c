@@ -418,8 +418,12 @@ static int decrypt_on(struct state *st, const uint8_t *in, size_t len, uint8_t *
         rc = sigmsg_verify_mac(in, len, mk.mac, &st->their_identity, &st->our_identity);
     if (rc == 0)
         rc = aes_cbc(false, &mk, m.ciphertext, m.ciphertext_len, out, out_len);
-    if (rc == 0)
+    if (rc == 0) {
         st->pending = false;
+        st->pending_has_prekey = false;
+        st->pending_prekey_id = 0;
+        st->pending_signed_prekey_id = 0;
+    }
     sodium_memzero(seed, sizeof(seed));
     sodium_memzero(&mk, sizeof(mk));
     sigmsg_clear(&m);

@@ -724,6 +724,16 @@ static void test_serialize_round_trip_continues(void **state)
     dec_ok(&alice, NULL, &r);
     msg_free(&r);
 
+    /* The initiator's state after the first reply (no longer pending)
+     * round-trips too, and sends plain messages. */
+    assert_false(ratchet_is_pending_prekey(alice));
+    struct snap sa = snap_of(alice);
+    assert_int_equal(ratchet_deserialize(sa.data, sa.len, &copy), 0);
+    assert_unchanged(copy, &sa);
+    assert_false(ratchet_is_pending_prekey(copy));
+    ratchet_free(alice);
+    alice = copy;
+
     struct snap s2 = snap_of(bob);
     assert_int_equal(ratchet_deserialize(s2.data, s2.len, &copy), 0);
     assert_unchanged(copy, &s2);
