@@ -24,24 +24,6 @@
 #include <fingerprint.h>
 #include <signal_protocol.h>
 
-static signal_context *sig_ctx;
-
-static int setup(void **state)
-{
-    (void)state;
-    if (sodium_init() < 0)
-        return -1;
-    sig_ctx = sigtest_context_new();
-    return sig_ctx ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    signal_context_destroy(sig_ctx);
-    sig_ctx = NULL;
-    return 0;
-}
 
 /* libsignal's view of a public key, through the 33-byte form. */
 static ec_public_key *their_public(const struct keys_public *pk)
@@ -49,7 +31,7 @@ static ec_public_key *their_public(const struct keys_public *pk)
     uint8_t wire[KEYS_PUBLIC_WIRE_LEN];
     keys_public_encode(pk, wire);
     ec_public_key *key = NULL;
-    assert_int_equal(curve_decode_point(&key, wire, sizeof(wire), sig_ctx), 0);
+    assert_int_equal(curve_decode_point(&key, wire, sizeof(wire), sigtest_ctx), 0);
     return key;
 }
 
@@ -59,7 +41,7 @@ static void check_pair(const struct keys_public *a, const char *id_a, const stru
 {
     ec_public_key *ka = their_public(a), *kb = their_public(b);
     fingerprint_generator *gen = NULL;
-    assert_int_equal(fingerprint_generator_create(&gen, SAFETY_ITERATIONS, 1, sig_ctx), 0);
+    assert_int_equal(fingerprint_generator_create(&gen, SAFETY_ITERATIONS, 1, sigtest_ctx), 0);
 
     fingerprint *fp_ab = NULL, *fp_ba = NULL;
     assert_int_equal(fingerprint_generator_create_for(gen, id_a, ka, id_b, kb, &fp_ab), 0);
@@ -111,8 +93,8 @@ static void test_libsignal_keys_match(void **state)
     (void)state;
     for (int i = 0; i < 4; i++) {
         ec_key_pair *pa = NULL, *pb = NULL;
-        assert_int_equal(curve_generate_key_pair(sig_ctx, &pa), 0);
-        assert_int_equal(curve_generate_key_pair(sig_ctx, &pb), 0);
+        assert_int_equal(curve_generate_key_pair(sigtest_ctx, &pa), 0);
+        assert_int_equal(curve_generate_key_pair(sigtest_ctx, &pb), 0);
         struct keys_public a, b;
         signal_buffer *buf = NULL;
         assert_int_equal(ec_public_key_serialize(&buf, ec_key_pair_get_public(pa)), 0);
@@ -148,5 +130,5 @@ int main(void)
         cmocka_unit_test(test_libsignal_keys_match),
         cmocka_unit_test(test_edge_keys_match_libsignal),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, sigtest_setup, sigtest_teardown);
 }

@@ -32,24 +32,6 @@
 #include <hkdf.h>
 #include <signal_protocol.h>
 
-static signal_context *sig_ctx;
-
-static int setup(void **state)
-{
-    (void)state;
-    if (sodium_init() < 0)
-        return -1;
-    sig_ctx = sigtest_context_new();
-    return sig_ctx ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    signal_context_destroy(sig_ctx);
-    sig_ctx = NULL;
-    return 0;
-}
 
 /* ---- helpers ---- */
 
@@ -67,7 +49,7 @@ static ec_public_key *their_public(const struct keys_public *pk)
     uint8_t wire[KEYS_PUBLIC_WIRE_LEN];
     keys_public_encode(pk, wire);
     ec_public_key *key = NULL;
-    assert_int_equal(curve_decode_point(&key, wire, sizeof(wire), sig_ctx), 0);
+    assert_int_equal(curve_decode_point(&key, wire, sizeof(wire), sigtest_ctx), 0);
     return key;
 }
 
@@ -202,7 +184,7 @@ static void test_libsignal_signs_parley_verifies(void **state)
     (void)state;
     for (int round = 0; round < 8; round++) {
         ec_key_pair *pair = NULL;
-        assert_int_equal(curve_generate_key_pair(sig_ctx, &pair), 0);
+        assert_int_equal(curve_generate_key_pair(sigtest_ctx, &pair), 0);
         struct keys_public pk;
         our_public(ec_key_pair_get_public(pair), &pk);
         for (size_t i = 0; i < sizeof(MSG_LENS) / sizeof(MSG_LENS[0]); i++) {
@@ -211,7 +193,7 @@ static void test_libsignal_signs_parley_verifies(void **state)
             randombytes_buf(msg, sizeof(msg));
             signal_buffer *sigbuf = NULL;
             assert_int_equal(
-                curve_calculate_signature(sig_ctx, &sigbuf, ec_key_pair_get_private(pair), msg, len),
+                curve_calculate_signature(sigtest_ctx, &sigbuf, ec_key_pair_get_private(pair), msg, len),
                 0);
             assert_int_equal(signal_buffer_len(sigbuf), XEDDSA_SIGNATURE_LEN);
             uint8_t sig[XEDDSA_SIGNATURE_LEN];
@@ -248,7 +230,7 @@ static void test_same_key_and_random_give_identical_signatures(void **state)
     (void)state;
     for (int round = 0; round < 32; round++) {
         ec_key_pair *pair = NULL;
-        assert_int_equal(curve_generate_key_pair(sig_ctx, &pair), 0);
+        assert_int_equal(curve_generate_key_pair(sigtest_ctx, &pair), 0);
         struct keys_pair *kp = our_pair(pair);
         struct keys_public theirs;
         our_public(ec_key_pair_get_public(pair), &theirs);
@@ -260,7 +242,7 @@ static void test_same_key_and_random_give_identical_signatures(void **state)
         randombytes_buf(z, sizeof(z));
         sigtest_fixed_random = z;
         signal_buffer *sigbuf = NULL;
-        int rc = curve_calculate_signature(sig_ctx, &sigbuf, ec_key_pair_get_private(pair), msg, len);
+        int rc = curve_calculate_signature(sigtest_ctx, &sigbuf, ec_key_pair_get_private(pair), msg, len);
         sigtest_fixed_random = NULL;
         assert_int_equal(rc, 0);
         assert_int_equal(xeddsa__sign_with_random(kp, msg, len, z, ours), 0);
@@ -298,10 +280,10 @@ static void test_libsignal_reproduces_the_known_answers(void **state)
         priv[31] = (uint8_t)((priv[31] & 127) | 64);
         unhex(kats[k].sig, want, sizeof(want));
         ec_private_key *key = NULL;
-        assert_int_equal(curve_decode_private_point(&key, priv, sizeof(priv), sig_ctx), 0);
+        assert_int_equal(curve_decode_private_point(&key, priv, sizeof(priv), sigtest_ctx), 0);
         signal_buffer *sigbuf = NULL;
         sigtest_fixed_random = z;
-        int rc = curve_calculate_signature(sig_ctx, &sigbuf, key, (const uint8_t *)msg,
+        int rc = curve_calculate_signature(sigtest_ctx, &sigbuf, key, (const uint8_t *)msg,
                                            sizeof(msg) - 1);
         sigtest_fixed_random = NULL;
         assert_int_equal(rc, 0);
@@ -318,7 +300,7 @@ static void test_agreement_equal_both_ways(void **state)
         struct keys_pair *ours = NULL;
         assert_int_equal(keys_generate(&ours), 0);
         ec_key_pair *theirs = NULL;
-        assert_int_equal(curve_generate_key_pair(sig_ctx, &theirs), 0);
+        assert_int_equal(curve_generate_key_pair(sigtest_ctx, &theirs), 0);
 
         struct keys_public their_pk;
         our_public(ec_key_pair_get_public(theirs), &their_pk);
@@ -344,7 +326,7 @@ static void test_verifiers_agree_on_unreduced_s_and_key_top_bit(void **state)
 {
     (void)state;
     ec_key_pair *pair = NULL;
-    assert_int_equal(curve_generate_key_pair(sig_ctx, &pair), 0);
+    assert_int_equal(curve_generate_key_pair(sigtest_ctx, &pair), 0);
     struct keys_public pk;
     our_public(ec_key_pair_get_public(pair), &pk);
     int unreduced_seen = 0;
@@ -352,7 +334,7 @@ static void test_verifiers_agree_on_unreduced_s_and_key_top_bit(void **state)
         uint8_t msg[16], sig[XEDDSA_SIGNATURE_LEN];
         randombytes_buf(msg, sizeof(msg));
         signal_buffer *sigbuf = NULL;
-        assert_int_equal(curve_calculate_signature(sig_ctx, &sigbuf, ec_key_pair_get_private(pair),
+        assert_int_equal(curve_calculate_signature(sigtest_ctx, &sigbuf, ec_key_pair_get_private(pair),
                                                    msg, sizeof(msg)),
                          0);
         memcpy(sig, signal_buffer_data(sigbuf), sizeof(sig));
@@ -524,7 +506,7 @@ static void test_hkdf_matches_libsignal_v3(void **state)
 {
     (void)state;
     hkdf_context *kdf = NULL;
-    assert_int_equal(hkdf_create(&kdf, 3, sig_ctx), 0);
+    assert_int_equal(hkdf_create(&kdf, 3, sigtest_ctx), 0);
     static const char info[] = "WhisperRatchet";
     for (size_t out_len = 1; out_len <= 200; out_len += 13) {
         uint8_t ikm[32], salt[32], ours[200];
@@ -557,5 +539,5 @@ int main(void)
         cmocka_unit_test(test_verifiers_agree_on_mixed_order_keys),
         cmocka_unit_test(test_hkdf_matches_libsignal_v3),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, sigtest_setup, sigtest_teardown);
 }

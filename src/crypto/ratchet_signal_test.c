@@ -36,24 +36,6 @@
 #define OTK_ID 99
 #define MAX_PREKEYS 4
 
-static signal_context *sig_ctx;
-
-static int setup(void **state)
-{
-    (void)state;
-    if (sodium_init() < 0)
-        return -1;
-    sig_ctx = sigtest_context_new();
-    return sig_ctx ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    signal_context_destroy(sig_ctx);
-    sig_ctx = NULL;
-    return 0;
-}
 
 /* ---- libsignal's side: in-memory stores for one peer ---- */
 
@@ -222,7 +204,7 @@ static int st_remove_signed(uint32_t id, void *arg)
 static signal_protocol_store_context *store_context_new(struct sig_store *s)
 {
     signal_protocol_store_context *ctx = NULL;
-    assert_int_equal(signal_protocol_store_context_create(&ctx, sig_ctx), 0);
+    assert_int_equal(signal_protocol_store_context_create(&ctx, sigtest_ctx), 0);
     signal_protocol_session_store ss = {
         .load_session_func = st_load_session,
         .get_sub_device_sessions_func = st_sub_devices,
@@ -329,7 +311,7 @@ static void sig_party_init(struct party *p, uint32_t registration_id)
 {
     memset(p, 0, sizeof(*p));
     assert_int_equal(
-        signal_protocol_key_helper_generate_identity_key_pair(&p->sig_identity, sig_ctx), 0);
+        signal_protocol_key_helper_generate_identity_key_pair(&p->sig_identity, sigtest_ctx), 0);
     assert_int_equal(ec_public_key_serialize(&p->store.identity_pub,
                                              ratchet_identity_key_pair_get_public(p->sig_identity)),
                      0);
@@ -339,7 +321,7 @@ static void sig_party_init(struct party *p, uint32_t registration_id)
         0);
     p->store.registration_id = registration_id;
     p->ctx = store_context_new(&p->store);
-    assert_int_equal(session_cipher_create(&p->cipher, p->ctx, &ADDR, sig_ctx), 0);
+    assert_int_equal(session_cipher_create(&p->cipher, p->ctx, &ADDR, sigtest_ctx), 0);
 }
 
 static void party_deinit(struct party *p)
@@ -370,7 +352,7 @@ static ec_public_key *from_public(const struct keys_public *pk)
     uint8_t wire[KEYS_PUBLIC_WIRE_LEN];
     keys_public_encode(pk, wire);
     ec_public_key *k = NULL;
-    assert_int_equal(curve_decode_point(&k, wire, sizeof(wire), sig_ctx), 0);
+    assert_int_equal(curve_decode_point(&k, wire, sizeof(wire), sigtest_ctx), 0);
     return k;
 }
 
@@ -380,7 +362,7 @@ static void sig_publish(struct party *bob, bool with_prekey, struct x3dh_bundle 
 {
     session_signed_pre_key *spk = NULL;
     assert_int_equal(signal_protocol_key_helper_generate_signed_pre_key(&spk, bob->sig_identity,
-                                                                        SPK_ID, 1000, sig_ctx),
+                                                                        SPK_ID, 1000, sigtest_ctx),
                      0);
     signal_buffer *buf = NULL;
     assert_int_equal(session_signed_pre_key_serialize(&buf, spk), 0);
@@ -400,7 +382,7 @@ static void sig_publish(struct party *bob, bool with_prekey, struct x3dh_bundle 
     if (with_prekey) {
         ec_key_pair *kp = NULL;
         session_pre_key *pk = NULL;
-        assert_int_equal(curve_generate_key_pair(sig_ctx, &kp), 0);
+        assert_int_equal(curve_generate_key_pair(sigtest_ctx, &kp), 0);
         assert_int_equal(session_pre_key_create(&pk, OTK_ID, kp), 0);
         assert_int_equal(session_pre_key_serialize(&buf, pk), 0);
         assert_int_equal(
@@ -431,7 +413,7 @@ static void sig_process_parley_bundle(struct party *alice, const struct party *b
                                                    SPK_ID, spk, sig, sizeof(sig), idk),
                      0);
     session_builder *builder = NULL;
-    assert_int_equal(session_builder_create(&builder, alice->ctx, &ADDR, sig_ctx), 0);
+    assert_int_equal(session_builder_create(&builder, alice->ctx, &ADDR, sigtest_ctx), 0);
     assert_int_equal(session_builder_process_pre_key_bundle(builder, bundle), 0);
     session_builder_free(builder);
     SIGNAL_UNREF(bundle);
@@ -496,12 +478,12 @@ static int deliver(struct party *p, const struct wire *w)
     int rc;
     if (w->type == CIPHERTEXT_PREKEY_TYPE) {
         pre_key_signal_message *m = NULL;
-        assert_int_equal(pre_key_signal_message_deserialize(&m, w->data, w->len, sig_ctx), 0);
+        assert_int_equal(pre_key_signal_message_deserialize(&m, w->data, w->len, sigtest_ctx), 0);
         rc = session_cipher_decrypt_pre_key_signal_message(p->cipher, m, NULL, &pt);
         SIGNAL_UNREF(m);
     } else {
         signal_message *m = NULL;
-        assert_int_equal(signal_message_deserialize(&m, w->data, w->len, sig_ctx), 0);
+        assert_int_equal(signal_message_deserialize(&m, w->data, w->len, sigtest_ctx), 0);
         rc = session_cipher_decrypt_signal_message(p->cipher, m, NULL, &pt);
         SIGNAL_UNREF(m);
     }
@@ -698,5 +680,5 @@ int main(void)
         cmocka_unit_test(test_libsignal_initiates_on_parley_bundle_without_prekey),
         cmocka_unit_test(test_tampered_libsignal_message_refused),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, sigtest_setup, sigtest_teardown);
 }

@@ -25,30 +25,12 @@
 #include <protocol.h>
 #include <signal_protocol.h>
 
-static signal_context *sig_ctx;
-
-static int setup(void **state)
-{
-    (void)state;
-    if (sodium_init() < 0)
-        return -1;
-    sig_ctx = sigtest_context_new();
-    return sig_ctx ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    signal_context_destroy(sig_ctx);
-    sig_ctx = NULL;
-    return 0;
-}
 
 /* A fresh libsignal public key and our view of it. */
 static ec_public_key *their_key(struct keys_public *ours)
 {
     ec_key_pair *pair = NULL;
-    assert_int_equal(curve_generate_key_pair(sig_ctx, &pair), 0);
+    assert_int_equal(curve_generate_key_pair(sigtest_ctx, &pair), 0);
     ec_public_key *pub = ec_key_pair_get_public(pair);
     SIGNAL_REF(pub);
     SIGNAL_UNREF(pair);
@@ -106,7 +88,7 @@ static signal_message *their_message(const struct fixture *f)
     signal_message *msg = NULL;
     assert_int_equal(signal_message_create(&msg, 3, f->mac_key, sizeof(f->mac_key), f->ratchet,
                                            f->counter, f->previous_counter, f->ct, f->ct_len,
-                                           f->sender, f->receiver, sig_ctx),
+                                           f->sender, f->receiver, sigtest_ctx),
                      0);
     return msg;
 }
@@ -175,7 +157,7 @@ static void test_signal_message_from_parley_deserializes_and_verifies_in_libsign
         size_t len = our_message(&f, ours, sizeof(ours));
 
         signal_message *msg = NULL;
-        assert_int_equal(signal_message_deserialize(&msg, ours, len, sig_ctx), 0);
+        assert_int_equal(signal_message_deserialize(&msg, ours, len, sigtest_ctx), 0);
         assert_int_equal(signal_message_get_message_version(msg), 3);
         assert_int_equal(ec_public_key_compare(signal_message_get_sender_ratchet_key(msg),
                                                f.ratchet),
@@ -185,15 +167,15 @@ static void test_signal_message_from_parley_deserializes_and_verifies_in_libsign
         assert_int_equal(signal_buffer_len(body), f.ct_len);
         assert_memory_equal(signal_buffer_data(body), f.ct, f.ct_len);
         assert_int_equal(signal_message_verify_mac(msg, f.sender, f.receiver, f.mac_key,
-                                                   sizeof(f.mac_key), sig_ctx),
+                                                   sizeof(f.mac_key), sigtest_ctx),
                          1);
         SIGNAL_UNREF(msg);
 
         /* A changed MAC byte fails there too. */
         ours[len - 1 - i % SIGMSG_MAC_LEN] ^= 0x40;
-        assert_int_equal(signal_message_deserialize(&msg, ours, len, sig_ctx), 0);
+        assert_int_equal(signal_message_deserialize(&msg, ours, len, sigtest_ctx), 0);
         assert_int_equal(signal_message_verify_mac(msg, f.sender, f.receiver, f.mac_key,
-                                                   sizeof(f.mac_key), sig_ctx),
+                                                   sizeof(f.mac_key), sigtest_ctx),
                          0);
         SIGNAL_UNREF(msg);
         fixture_deinit(&f);
@@ -215,7 +197,7 @@ static void test_parsers_agree_on_every_bit_flip(void **state)
     for (size_t bit = 8; bit < len * 8; bit++) {
         msg[bit / 8] ^= (uint8_t)(1u << (bit % 8));
         signal_message *theirs = NULL;
-        int t = signal_message_deserialize(&theirs, msg, len, sig_ctx);
+        int t = signal_message_deserialize(&theirs, msg, len, sigtest_ctx);
         SIGNAL_UNREF(theirs);
         struct sigmsg got;
         int o = sigmsg_decode(msg, len, &got);
@@ -269,7 +251,7 @@ static void test_prekey_message_from_libsignal_parses_with_equal_fields(void **s
         assert_int_equal(pre_key_signal_message_create(&msg, 3, p.registration_id,
                                                        p.with_prekey ? &p.prekey_id : NULL,
                                                        p.signed_prekey_id, p.base, p.identity,
-                                                       inner, sig_ctx),
+                                                       inner, sigtest_ctx),
                          0);
         signal_buffer *buf = serialized(msg);
 
@@ -325,7 +307,7 @@ static void test_prekey_message_from_parley_deserializes_in_libsignal(void **sta
         assert_int_equal(sigmsg_prekey_encode(&m, out, sizeof(out), &len), 0);
 
         pre_key_signal_message *msg = NULL;
-        assert_int_equal(pre_key_signal_message_deserialize(&msg, out, len, sig_ctx), 0);
+        assert_int_equal(pre_key_signal_message_deserialize(&msg, out, len, sigtest_ctx), 0);
         assert_int_equal(pre_key_signal_message_get_message_version(msg), 3);
         assert_int_equal(pre_key_signal_message_get_registration_id(msg), p.registration_id);
         assert_int_equal(pre_key_signal_message_has_pre_key_id(msg), p.with_prekey);
@@ -339,7 +321,7 @@ static void test_prekey_message_from_parley_deserializes_in_libsignal(void **sta
         signal_message *sm = pre_key_signal_message_get_signal_message(msg);
         assert_int_equal(signal_message_get_counter(sm), p.f.counter);
         assert_int_equal(signal_message_verify_mac(sm, p.f.sender, p.f.receiver, p.f.mac_key,
-                                                   sizeof(p.f.mac_key), sig_ctx),
+                                                   sizeof(p.f.mac_key), sigtest_ctx),
                          1);
         SIGNAL_UNREF(msg);
 
@@ -348,7 +330,7 @@ static void test_prekey_message_from_parley_deserializes_in_libsignal(void **sta
             for (size_t bit = 8; bit < len * 8; bit++) {
                 out[bit / 8] ^= (uint8_t)(1u << (bit % 8));
                 pre_key_signal_message *theirs = NULL;
-                int t = pre_key_signal_message_deserialize(&theirs, out, len, sig_ctx);
+                int t = pre_key_signal_message_deserialize(&theirs, out, len, sigtest_ctx);
                 SIGNAL_UNREF(theirs);
                 struct sigmsg_prekey got;
                 int o = sigmsg_prekey_decode(out, len, &got);
@@ -374,5 +356,5 @@ int main(void)
         cmocka_unit_test(test_prekey_message_from_libsignal_parses_with_equal_fields),
         cmocka_unit_test(test_prekey_message_from_parley_deserializes_in_libsignal),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, sigtest_setup, sigtest_teardown);
 }

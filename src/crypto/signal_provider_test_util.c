@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
+#include <sodium.h>
 
 const uint8_t *sigtest_fixed_random;
 
@@ -181,4 +182,23 @@ signal_context *sigtest_context_new(void)
         return NULL;
     }
     return ctx;
+}
+
+signal_context *sigtest_ctx;
+
+int sigtest_setup(void **state)
+{
+    (void)state;
+    if (sodium_init() < 0)
+        return -1;
+    sigtest_ctx = sigtest_context_new();
+    return sigtest_ctx ? 0 : -1;
+}
+
+int sigtest_teardown(void **state)
+{
+    (void)state;
+    signal_context_destroy(sigtest_ctx);
+    sigtest_ctx = NULL;
+    return 0;
 }

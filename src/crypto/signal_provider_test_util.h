@@ -18,4 +18,10 @@ extern const uint8_t *sigtest_fixed_random;
  * Release with signal_context_destroy. */
 signal_context *sigtest_context_new(void);
 
+/* The context of a test program's group, made by sigtest_setup (also
+ * sodium_init) and destroyed by sigtest_teardown: cmocka group fixtures. */
+extern signal_context *sigtest_ctx;
+int sigtest_setup(void **state);
+int sigtest_teardown(void **state);
+
 #endif

@@ -27,24 +27,6 @@
 #include <session_state.h>
 #include <signal_protocol.h>
 
-static signal_context *sig_ctx;
-
-static int setup(void **state)
-{
-    (void)state;
-    if (sodium_init() < 0)
-        return -1;
-    sig_ctx = sigtest_context_new();
-    return sig_ctx ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    signal_context_destroy(sig_ctx);
-    sig_ctx = NULL;
-    return 0;
-}
 
 /* A libsignal key pair and parley's copy of it. */
 struct both_pair {
@@ -54,7 +36,7 @@ struct both_pair {
 
 static void both_pair_init(struct both_pair *p)
 {
-    assert_int_equal(curve_generate_key_pair(sig_ctx, &p->theirs), 0);
+    assert_int_equal(curve_generate_key_pair(sigtest_ctx, &p->theirs), 0);
     signal_buffer *buf = NULL;
     assert_int_equal(ec_private_key_serialize(&buf, ec_key_pair_get_private(p->theirs)), 0);
     assert_int_equal(keys_from_private(signal_buffer_data(buf), &p->ours), 0);
@@ -102,7 +84,7 @@ static void test_parley_initiator_matches_libsignal_responder(void **state)
         b.prekey = *keys_public_of(bob_otk.ours);
         signal_buffer *spk = NULL, *sig = NULL;
         assert_int_equal(ec_public_key_serialize(&spk, ec_key_pair_get_public(bob_spk.theirs)), 0);
-        assert_int_equal(curve_calculate_signature(sig_ctx, &sig,
+        assert_int_equal(curve_calculate_signature(sigtest_ctx, &sig,
                                                    ec_key_pair_get_private(bob_id.theirs),
                                                    signal_buffer_data(spk), signal_buffer_len(spk)),
                          0);
@@ -122,8 +104,8 @@ static void test_parley_initiator_matches_libsignal_responder(void **state)
                              ec_key_pair_get_public(alice_base.theirs)),
                          0);
         session_state *st = NULL;
-        assert_int_equal(session_state_create(&st, sig_ctx), 0);
-        assert_int_equal(ratcheting_session_bob_initialize(st, params, sig_ctx), 0);
+        assert_int_equal(session_state_create(&st, sigtest_ctx), 0);
+        assert_int_equal(ratcheting_session_bob_initialize(st, params, sigtest_ctx), 0);
 
         signal_buffer *buf = NULL;
         assert_int_equal(ratchet_root_key_get_key(session_state_get_root_key(st), &buf), 0);
@@ -163,8 +145,8 @@ static void test_libsignal_initiator_matches_parley_responder(void **state)
                              with_prekey ? ec_key_pair_get_public(bob_otk.theirs) : NULL, spk_pub),
                          0);
         session_state *st = NULL;
-        assert_int_equal(session_state_create(&st, sig_ctx), 0);
-        assert_int_equal(ratcheting_session_alice_initialize(st, params, sig_ctx), 0);
+        assert_int_equal(session_state_create(&st, sigtest_ctx), 0);
+        assert_int_equal(ratcheting_session_alice_initialize(st, params, sigtest_ctx), 0);
 
         struct x3dh_keys ours;
         assert_int_equal(x3dh_respond(bob_id.ours, bob_spk.ours, with_prekey ? bob_otk.ours : NULL,
@@ -244,5 +226,5 @@ int main(void)
         cmocka_unit_test(test_libsignal_initiator_matches_parley_responder),
         cmocka_unit_test(test_signature_libsignal_refuses_is_refused),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, sigtest_setup, sigtest_teardown);
 }
