@@ -152,6 +152,13 @@ static void respond(struct session *s, Parley__V1__Response *resp, enum metrics_
     send_frame(s, &f);
 }
 
+/* Answers op's request with resp (its id filled in here). */
+static void respond_to(const struct op *op, Parley__V1__Response *resp)
+{
+    resp->id = op->request_id;
+    respond(op->s, resp, op->method);
+}
+
 /* The wait advised with BUSY: retry_after_ms plus up to half again at
  * random, so that clients refused together do not all come back together. */
 static uint32_t busy_retry_ms(const struct config *cfg)
@@ -457,10 +464,9 @@ static void signup_done(struct op *op)
     r.user_id = req->out.user_id;
     r.device_id = req->out.device_id;
     r.username = req->in.signup.username;
-    resp.id = op->request_id;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_SIGNUP;
     resp.signup = &r;
-    respond(s, &resp, op->method);
+    respond_to(op, &resp);
 }
 
 static void handle_auth(struct session *s, uint64_t id, const Parley__V1__AuthRequest *r)
@@ -515,10 +521,9 @@ static void auth_done(struct op *op)
     r.user_id = req->out.user_id;
     r.username = req->out.username;
     r.pts = req->out.pts;
-    resp.id = op->request_id;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_AUTH;
     resp.auth = &r;
-    respond(s, &resp, op->method);
+    respond_to(op, &resp);
 }
 
 /* --- messages ----------------------------------------------------------- */
@@ -654,10 +659,9 @@ static void send_done(struct op *op)
     r.message = &msg;
     r.pts = req->out.msg.pts;
     r.duplicate = req->out.duplicate;
-    resp.id = op->request_id;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_SEND;
     resp.send = &r;
-    respond(s, &resp, op->method);
+    respond_to(op, &resp);
 }
 
 static unsigned clamp_limit(uint32_t limit, unsigned dflt)
@@ -710,10 +714,9 @@ static void sync_done(struct op *op)
     r.updates = upp;
     r.pts = req->out.pts;
     r.more = req->out.more || fit < n;
-    resp.id = op->request_id;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_SYNC;
     resp.sync = &r;
-    respond(s, &resp, op->method);
+    respond_to(op, &resp);
     free(upp);
     free(ups);
     free(msgs);
@@ -758,10 +761,9 @@ static void history_done(struct op *op)
     Parley__V1__HistoryResponse r = PARLEY__V1__HISTORY_RESPONSE__INIT;
     r.n_messages = fit;
     r.messages = msgp;
-    resp.id = op->request_id;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_HISTORY;
     resp.history = &r;
-    respond(s, &resp, op->method);
+    respond_to(op, &resp);
     free(msgp);
     free(msgs);
 }
@@ -781,16 +783,14 @@ static void handle_resolve(struct session *s, uint64_t id, const Parley__V1__Res
 
 static void resolve_done(struct op *op)
 {
-    struct session *s = op->s;
     struct store_req *req = &op->req;
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
     Parley__V1__ResolveResponse r = PARLEY__V1__RESOLVE_RESPONSE__INIT;
     r.user_id = req->out.user_id;
     r.username = req->in.username;
-    resp.id = op->request_id;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_RESOLVE;
     resp.resolve = &r;
-    respond(s, &resp, op->method);
+    respond_to(op, &resp);
 }
 
 /* --- prekeys ------------------------------------------------------------ */
@@ -858,15 +858,13 @@ static void handle_upload_keys(struct session *s, uint64_t id,
 
 static void upload_keys_done(struct op *op)
 {
-    struct session *s = op->s;
     struct store_req *req = &op->req;
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
     Parley__V1__UploadKeysResponse r = PARLEY__V1__UPLOAD_KEYS_RESPONSE__INIT;
     r.prekey_count = req->out.prekey_count;
-    resp.id = op->request_id;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_UPLOAD_KEYS;
     resp.upload_keys = &r;
-    respond(s, &resp, op->method);
+    respond_to(op, &resp);
 }
 
 static void start_get_bundle(struct op *op, uint64_t peer)
@@ -967,10 +965,9 @@ static void get_bundle_done(struct op *op)
     r.user_id = req->in.bundle.user;
     r.n_bundles = n;
     r.bundles = bp;
-    resp.id = op->request_id;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_GET_BUNDLE;
     resp.get_bundle = &r;
-    respond(s, &resp, op->method);
+    respond_to(op, &resp);
     free(prekeys);
     free(signed_keys);
     free(bp);
@@ -987,16 +984,14 @@ static void handle_key_count(struct session *s, uint64_t id)
 
 static void key_count_done(struct op *op)
 {
-    struct session *s = op->s;
     struct store_req *req = &op->req;
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
     Parley__V1__KeyCountResponse r = PARLEY__V1__KEY_COUNT_RESPONSE__INIT;
     r.prekey_count = req->out.prekey_count;
     r.has_keys = req->out.has_keys;
-    resp.id = op->request_id;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_KEY_COUNT;
     resp.key_count = &r;
-    respond(s, &resp, op->method);
+    respond_to(op, &resp);
 }
 
 static void done_ok(struct op *op);

@@ -66,6 +66,18 @@ PlFrame *raw_recv_response(struct wsconn *c)
     }
 }
 
+PlFrame *raw_call(struct wsconn *c, Parley__V1__Request *req)
+{
+    req->id = raw_next_id();
+    raw_send_request(c, req, FRAME_VERSION);
+    PlFrame *f = raw_recv_response(c);
+    assert_int_equal(f->response->id, req->id);
+    if (f->response->error)
+        fail_msg("request %llu failed: %s", (unsigned long long)req->id,
+                 f->response->error->message);
+    return f;
+}
+
 void raw_expect_error(struct wsconn *c, uint64_t id, int err)
 {
     PlFrame *f = raw_recv_response(c);
@@ -80,13 +92,9 @@ void raw_expect_ping(struct wsconn *c)
     Parley__V1__Request req = PARLEY__V1__REQUEST__INIT;
     Parley__V1__PingRequest ping = PARLEY__V1__PING_REQUEST__INIT;
     ping.payload = 0xfeed;
-    req.id = raw_next_id();
     req.method_case = PARLEY__V1__REQUEST__METHOD_PING;
     req.ping = &ping;
-    raw_send_request(c, &req, FRAME_VERSION);
-    PlFrame *f = raw_recv_response(c);
-    assert_int_equal(f->response->id, req.id);
-    assert_null(f->response->error);
+    PlFrame *f = raw_call(c, &req);
     assert_int_equal(f->response->result_case, PARLEY__V1__RESPONSE__RESULT_PING);
     assert_int_equal(f->response->ping->payload, 0xfeed);
     frame_free(f);

@@ -26,6 +26,10 @@ void raw_send_request(struct wsconn *c, Parley__V1__Request *req, uint32_t versi
 /* The next Response, skipping pushes; the caller frees it (frame_free). */
 PlFrame *raw_recv_response(struct wsconn *c);
 
+/* Sends req with a fresh id and returns its response, which must answer
+ * it without an error; the caller frees it. */
+PlFrame *raw_call(struct wsconn *c, Parley__V1__Request *req);
+
 /* Asserts the next response answers id with error err (a PARLEY_E*). */
 void raw_expect_error(struct wsconn *c, uint64_t id, int err);
 

@@ -164,13 +164,9 @@ static unsigned key_count(struct wsconn *c, bool *has_keys)
 {
     Parley__V1__Request req = PARLEY__V1__REQUEST__INIT;
     Parley__V1__KeyCountRequest kc = PARLEY__V1__KEY_COUNT_REQUEST__INIT;
-    req.id = raw_next_id();
     req.method_case = PARLEY__V1__REQUEST__METHOD_KEY_COUNT;
     req.key_count = &kc;
-    raw_send_request(c, &req, FRAME_VERSION);
-    PlFrame *f = raw_recv_response(c);
-    assert_int_equal(f->response->id, req.id);
-    assert_null(f->response->error);
+    PlFrame *f = raw_call(c, &req);
     assert_int_equal(f->response->result_case, PARLEY__V1__RESPONSE__RESULT_KEY_COUNT);
     unsigned n = f->response->key_count->prekey_count;
     if (has_keys)

@@ -85,20 +85,6 @@ static PlFrame *recv_frame(struct wsconn *c)
     return f;
 }
 
-/* Sends req with a fresh id and returns its response, which must not be an
- * error; the caller frees it. */
-static PlFrame *call(struct wsconn *c, Parley__V1__Request *req)
-{
-    req->id = raw_next_id();
-    raw_send_request(c, req, FRAME_VERSION);
-    PlFrame *f = raw_recv_response(c);
-    assert_int_equal(f->response->id, req->id);
-    if (f->response->error)
-        fail_msg("request %llu failed: %s", (unsigned long long)req->id,
-                 f->response->error->message);
-    return f;
-}
-
 /* Authenticates c as device with sk; returns the account's pts. */
 static uint64_t auth(struct wsconn *c, uint64_t device, const uint8_t sk[64])
 {
@@ -123,7 +109,7 @@ static PlFrame *sync_page(struct wsconn *c, uint64_t from_pts)
     sr.from_pts = from_pts;
     req.method_case = PARLEY__V1__REQUEST__METHOD_SYNC;
     req.sync = &sr;
-    PlFrame *f = call(c, &req);
+    PlFrame *f = raw_call(c, &req);
     assert_int_equal(f->response->result_case, PARLEY__V1__RESPONSE__RESULT_SYNC);
     return f;
 }
@@ -244,7 +230,7 @@ static unsigned history_all(struct wsconn *bob, unsigned n)
         hr.limit = 1000;
         req.method_case = PARLEY__V1__REQUEST__METHOD_HISTORY;
         req.history = &hr;
-        PlFrame *f = call(bob, &req);
+        PlFrame *f = raw_call(bob, &req);
         const Parley__V1__HistoryResponse *r = f->response->history;
         pages++;
         if (r->n_messages == 0) {
