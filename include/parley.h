@@ -58,7 +58,9 @@ extern "C" {
     X(EIDENTITY_KEY, 33, "identity key already set")                                               \
     X(EPREKEY_ID, 34, "prekey id already used")                                                    \
     X(ETOO_MANY_PREKEYS, 35, "too many prekeys")                                                   \
-    X(ENOKEYS, 36, "no keys published")
+    X(ENOKEYS, 36, "no keys published")                                                            \
+    X(EDEVICES_CHANGED, 37, "device list out of date")                                             \
+    X(EUNTRUSTED_IDENTITY, 38, "peer identity key changed")
 
 enum parley_error {
 #define PARLEY_ERR_ENUM_(name, num, text) PARLEY_##name = -(num),

@@ -17,7 +17,7 @@ struct metrics metrics;
 
 static const char *const method_names[METHOD_COUNT] = {
     "unknown", "challenge", "signup", "auth", "send", "sync", "history", "ping", "resolve",
-    "upload_keys", "get_bundle", "key_count",
+    "upload_keys", "get_bundle", "key_count", "send_secret", "fetch_secret", "ack_secret",
 };
 
 const char *metrics_method_name(enum metrics_method m)
@@ -132,6 +132,12 @@ char *metrics_render(struct server *srv, size_t *len)
     put(&o, "# HELP parley_auth_failures_total Bad signatures and nonces.\n"
             "# TYPE parley_auth_failures_total counter\nparley_auth_failures_total %llu\n",
         (unsigned long long)load(&metrics.auth_failures));
+    put(&o, "# HELP parley_secret_envelopes_total Secret envelopes queued (one per device).\n"
+            "# TYPE parley_secret_envelopes_total counter\nparley_secret_envelopes_total %llu\n",
+        (unsigned long long)load(&metrics.secret_envelopes));
+    put(&o, "# HELP parley_secret_acked_total Secret envelopes deleted on ack.\n"
+            "# TYPE parley_secret_acked_total counter\nparley_secret_acked_total %llu\n",
+        (unsigned long long)load(&metrics.secret_acked));
 
     struct store_stats st;
     store_stats(srv->store, &st);

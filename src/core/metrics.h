@@ -23,6 +23,9 @@ enum metrics_method {
     METHOD_UPLOAD_KEYS,
     METHOD_GET_BUNDLE,
     METHOD_KEY_COUNT,
+    METHOD_SEND_SECRET,
+    METHOD_FETCH_SECRET,
+    METHOD_ACK_SECRET,
     METHOD_COUNT
 };
 
@@ -34,6 +37,8 @@ struct metrics {
     _Atomic uint64_t rate_limited;    /* refusals with RATE_LIMITED */
     _Atomic uint64_t admission_refusals; /* sign-ups and logins refused with BUSY */
     _Atomic uint64_t auth_failures;   /* bad signatures and nonces */
+    _Atomic uint64_t secret_envelopes; /* secret envelopes stored (one per device) */
+    _Atomic uint64_t secret_acked;    /* secret envelopes deleted on ack */
 };
 
 extern struct metrics metrics;

@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "proto/frame.h"
 #include "server.h"
+#include "session_int.h"
 
 #include <sodium.h>
 #include <stdlib.h>
@@ -19,63 +20,6 @@
 
 #include "common/banned.h"
 
-#define AUTH_CONTEXT "parley-auth-v1"
-#define AUTH_CONTEXT_LEN 14
-#define NONCE_LEN 32
-#define SIGNATURE_LEN 64
-#define SYNC_LIMIT_DEFAULT 100
-#define HISTORY_LIMIT_DEFAULT 50
-/* Bytes of a SyncResponse frame besides its updates (version, ids, pts,
- * more, tags and lengths, each at its longest), and per update besides the
- * update itself (its tag and length). */
-#define OP_TEXT_SMALL 256  /* texts up to this many bytes live inside the op */
-#define OP_FREE_MAX 4096   /* ops a worker keeps for reuse */
-#define ENCODE_KEEP 65536  /* the encode buffer shrinks back past this */
-#define PAGE_FRAME_OVERHEAD 64
-#define PAGE_ENTRY_OVERHEAD 6
-/* Prekeys: Signal's key form is a type byte (0x05, Curve25519) and 32 key
- * bytes; registration ids are 14 bits, as libsignal makes them. */
-#define KEY_TYPE_DJB 0x05
-#define REGISTRATION_ID_MAX 0x3fff
-/* A bundle fetch leaving a device fewer one-time prekeys than this tells
- * that device to upload more. */
-#define PREKEYS_LOW 10
-
-struct session {
-    struct net_conn *conn; /* NULL once the connection is gone */
-    struct worker *w;
-    unsigned refs;         /* one for the connection, one per pending store request */
-    uint64_t ip_key;
-    uint8_t nonce[NONCE_LEN];
-    bool has_nonce;        /* nonce is unused; cleared by its first use */
-    bool authed;
-    uint64_t user_id;
-    uint64_t device_id;
-    struct session *next_online; /* other sessions of user_id on this loop */
-    struct session *prev_online;
-};
-
-/* A request waiting for admission or the store. */
-struct op {
-    struct adm_item adm;   /* sign-up, login: while waiting for admission */
-    struct store_req req;
-    struct session *s;
-    uint64_t request_id;
-    enum metrics_method method;
-    bool resolving;        /* step one of send/history: looking up the peer */
-    char peer_name[USERNAME_MAX + 1];
-    char *text;            /* send: text_small, or an owned copy when longer */
-    size_t text_len;
-    struct op *free_next;  /* in the worker's free list */
-    char text_small[OP_TEXT_SMALL];
-    uint64_t client_id;
-    uint64_t before_id;
-    uint64_t device_filter;       /* get_bundle: only this device of the peer */
-    struct store_prekey *prekeys; /* upload_keys: owned copy of the request's */
-    unsigned limit;
-    uint8_t signature[SIGNATURE_LEN];
-    uint8_t nonce[NONCE_LEN];
-};
 
 /* Username to user id, per loop. Usernames never change owner, so entries
  * never go stale. */
@@ -86,10 +30,6 @@ struct name_entry {
 
 #define NAME_CACHE_MAX 100000
 
-static const struct config *cfg_of(const struct session *s)
-{
-    return &s->w->conf->cfg;
-}
 
 static uint64_t name_hash(const char *name)
 {
@@ -126,7 +66,7 @@ static void session_unref(struct session *s)
 }
 
 /* Encodes and queues a frame; a connection that is gone drops it. */
-static void send_frame(struct session *s, const PlFrame *f)
+void session_send_frame(struct session *s, const PlFrame *f)
 {
     if (!s->conn)
         return;
@@ -149,11 +89,11 @@ static void respond(struct session *s, Parley__V1__Response *resp, enum metrics_
     f.body_case = PARLEY__V1__FRAME__BODY_RESPONSE;
     f.response = resp;
     metrics_count(m, 0);
-    send_frame(s, &f);
+    session_send_frame(s, &f);
 }
 
 /* Answers op's request with resp (its id filled in here). */
-static void respond_to(const struct op *op, Parley__V1__Response *resp)
+void session_respond_to(const struct op *op, Parley__V1__Response *resp)
 {
     resp->id = op->request_id;
     respond(op->s, resp, op->method);
@@ -161,13 +101,13 @@ static void respond_to(const struct op *op, Parley__V1__Response *resp)
 
 /* The wait advised with BUSY: retry_after_ms plus up to half again at
  * random, so that clients refused together do not all come back together. */
-static uint32_t busy_retry_ms(const struct config *cfg)
+uint32_t session_busy_retry_ms(const struct config *cfg)
 {
     uint32_t base = cfg->retry_after_ms;
     return base + randombytes_uniform(base / 2 + 1);
 }
 
-static void respond_error(struct session *s, uint64_t id, enum metrics_method m, int err,
+void session_respond_error(struct session *s, uint64_t id, enum metrics_method m, int err,
                           uint32_t retry_after_ms)
 {
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
@@ -184,7 +124,7 @@ static void respond_error(struct session *s, uint64_t id, enum metrics_method m,
     metrics_count(m, err);
     if (err == PARLEY_ERATE_LIMITED)
         atomic_fetch_add_explicit(&metrics.rate_limited, 1, memory_order_relaxed);
-    send_frame(s, &f);
+    session_send_frame(s, &f);
 }
 
 static void msg_to_proto(const struct store_msg *m, Parley__V1__Message *out)
@@ -208,7 +148,7 @@ static void on_store_done(struct store_req *req);
 
 /* Ops come from a per-worker free list: a request allocates nothing in
  * the steady state. */
-static struct op *op_new(struct session *s, uint64_t request_id, enum metrics_method m)
+struct op *session_op_new(struct session *s, uint64_t request_id, enum metrics_method m)
 {
     struct worker *w = s->w;
     struct op *op = w->op_free;
@@ -227,7 +167,7 @@ static struct op *op_new(struct session *s, uint64_t request_id, enum metrics_me
     return op;
 }
 
-static void op_free(struct op *op)
+void session_op_free(struct op *op)
 {
     struct worker *w = op->s->w;
     store_req_reset(&op->req);
@@ -235,6 +175,8 @@ static void op_free(struct op *op)
         free(op->text);
     free(op->prekeys);
     op->prekeys = NULL;
+    free(op->owned);
+    op->owned = NULL;
     if (w->op_free_n >= OP_FREE_MAX) {
         free(op);
         return;
@@ -259,15 +201,15 @@ void session_worker_free(struct worker *w)
 }
 
 /* Submits op; on refusal answers the request and frees op. */
-static void submit(struct op *op)
+void session_submit(struct op *op)
 {
     struct session *s = op->s;
     struct worker *w = s->w;
     int rc = store_submit(w->store, &op->req);
     if (rc) {
-        uint32_t retry = rc == PARLEY_EBUSY ? busy_retry_ms(cfg_of(s)) : 0;
-        respond_error(s, op->request_id, op->method, rc, retry);
-        op_free(op);
+        uint32_t retry = rc == PARLEY_EBUSY ? session_busy_retry_ms(cfg_of(s)) : 0;
+        session_respond_error(s, op->request_id, op->method, rc, retry);
+        session_op_free(op);
         return;
     }
     s->refs++;
@@ -336,7 +278,7 @@ static bool admit_auth(struct session *s, uint64_t id, enum metrics_method m)
     if (!admission_full(&s->w->adm))
         return true;
     atomic_fetch_add_explicit(&metrics.admission_refusals, 1, memory_order_relaxed);
-    respond_error(s, id, m, PARLEY_EBUSY, busy_retry_ms(cfg_of(s)));
+    session_respond_error(s, id, m, PARLEY_EBUSY, session_busy_retry_ms(cfg_of(s)));
     return false;
 }
 
@@ -354,14 +296,14 @@ void session_admitted(struct adm_item *it, void *arg)
     struct op *op = PL_CONTAINER_OF(it, struct op, adm);
     struct session *s = op->s;
     if (!s->conn || s->w->stopping) {
-        op_free(op);
+        session_op_free(op);
     } else if (op->method == METHOD_SIGNUP &&
                !signature_ok(op->signature, op->nonce, op->req.in.signup.pubkey)) {
         atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
-        respond_error(s, op->request_id, op->method, PARLEY_EBAD_SIGNATURE, 0);
-        op_free(op);
+        session_respond_error(s, op->request_id, op->method, PARLEY_EBAD_SIGNATURE, 0);
+        session_op_free(op);
     } else {
-        submit(op);
+        session_submit(op);
     }
     session_unref(s);
 }
@@ -374,8 +316,8 @@ void session_admission_refuse(struct adm_item *it, void *arg)
     struct op *op = PL_CONTAINER_OF(it, struct op, adm);
     struct session *s = op->s;
     atomic_fetch_add_explicit(&metrics.admission_refusals, 1, memory_order_relaxed);
-    respond_error(s, op->request_id, op->method, PARLEY_EBUSY, busy_retry_ms(cfg_of(s)));
-    op_free(op);
+    session_respond_error(s, op->request_id, op->method, PARLEY_EBUSY, session_busy_retry_ms(cfg_of(s)));
+    session_op_free(op);
     session_unref(s);
 }
 
@@ -386,7 +328,7 @@ void session_admission_drop(struct adm_item *it, void *arg)
     PL_UNUSED(arg);
     struct op *op = PL_CONTAINER_OF(it, struct op, adm);
     struct session *s = op->s;
-    op_free(op);
+    session_op_free(op);
     session_unref(s);
 }
 
@@ -412,31 +354,31 @@ static void handle_signup(struct session *s, uint64_t id, const Parley__V1__Sign
     int rc = take_nonce(s, &r->nonce);
     if (rc) {
         atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
-        respond_error(s, id, m, rc, 0);
+        session_respond_error(s, id, m, rc, 0);
         return;
     }
     if (username_normalize(r->username, name)) {
-        respond_error(s, id, m, PARLEY_EBAD_USERNAME, 0);
+        session_respond_error(s, id, m, PARLEY_EBAD_USERNAME, 0);
         return;
     }
     if (r->public_key.len != STORE_PUBKEY_LEN) {
-        respond_error(s, id, m, PARLEY_EBAD_KEY, 0);
+        session_respond_error(s, id, m, PARLEY_EBAD_KEY, 0);
         return;
     }
     if (r->signature.len != SIGNATURE_LEN) {
         atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
-        respond_error(s, id, m, PARLEY_EBAD_SIGNATURE, 0);
+        session_respond_error(s, id, m, PARLEY_EBAD_SIGNATURE, 0);
         return;
     }
     uint32_t wait = ratelimit_take(s->w->srv->signup_limits, s->ip_key, cfg->signup_ip_rate,
                                    cfg->signup_ip_burst, server_now_ms());
     if (wait) {
-        respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+        session_respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
         return;
     }
     if (!admit_auth(s, id, m))
         return;
-    struct op *op = op_new(s, id, m);
+    struct op *op = session_op_new(s, id, m);
     op->req.op = STORE_OP_SIGNUP;
     op->req.bulk = true;
     memcpy(op->req.in.signup.username, name, sizeof(name));
@@ -466,7 +408,7 @@ static void signup_done(struct op *op)
     r.username = req->in.signup.username;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_SIGNUP;
     resp.signup = &r;
-    respond_to(op, &resp);
+    session_respond_to(op, &resp);
 }
 
 static void handle_auth(struct session *s, uint64_t id, const Parley__V1__AuthRequest *r)
@@ -475,21 +417,21 @@ static void handle_auth(struct session *s, uint64_t id, const Parley__V1__AuthRe
     int rc = take_nonce(s, &r->nonce);
     if (rc) {
         atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
-        respond_error(s, id, m, rc, 0);
+        session_respond_error(s, id, m, rc, 0);
         return;
     }
     if (r->signature.len != SIGNATURE_LEN) {
         atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
-        respond_error(s, id, m, PARLEY_EBAD_SIGNATURE, 0);
+        session_respond_error(s, id, m, PARLEY_EBAD_SIGNATURE, 0);
         return;
     }
     if (r->device_id == 0) {
-        respond_error(s, id, m, PARLEY_ENODEVICE, 0);
+        session_respond_error(s, id, m, PARLEY_ENODEVICE, 0);
         return;
     }
     if (!admit_auth(s, id, m))
         return;
-    struct op *op = op_new(s, id, m);
+    struct op *op = session_op_new(s, id, m);
     op->req.op = STORE_OP_DEVICE;
     op->req.bulk = true;
     op->req.in.device_id = r->device_id;
@@ -504,13 +446,13 @@ static void auth_done(struct op *op)
     struct store_req *req = &op->req;
     if (!signature_ok(op->signature, op->nonce, req->out.pubkey)) {
         atomic_fetch_add_explicit(&metrics.auth_failures, 1, memory_order_relaxed);
-        respond_error(s, op->request_id, op->method, PARLEY_EBAD_SIGNATURE, 0);
+        session_respond_error(s, op->request_id, op->method, PARLEY_EBAD_SIGNATURE, 0);
         return;
     }
     if (!s->conn)
         return;
     if (s->authed) {
-        respond_error(s, op->request_id, op->method, PARLEY_EALREADY_AUTH, 0);
+        session_respond_error(s, op->request_id, op->method, PARLEY_EALREADY_AUTH, 0);
         return;
     }
     go_online(s, req->out.user_id, req->in.device_id);
@@ -523,7 +465,7 @@ static void auth_done(struct op *op)
     r.pts = req->out.pts;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_AUTH;
     resp.auth = &r;
-    respond_to(op, &resp);
+    session_respond_to(op, &resp);
 }
 
 /* --- messages ----------------------------------------------------------- */
@@ -531,7 +473,7 @@ static void auth_done(struct op *op)
 /* Resolves a Peer to a user id: at once when given or cached (returns 0 and
  * sets *user_id), or by a store lookup (returns 1 after submitting op, which
  * then continues in on_store_done), or an error. */
-static int resolve_peer(struct op *op, const Parley__V1__Peer *peer, uint64_t *user_id)
+int session_resolve_peer(struct op *op, const Parley__V1__Peer *peer, uint64_t *user_id)
 {
     if (!peer)
         return PARLEY_EINVAL;
@@ -580,39 +522,39 @@ static void handle_send(struct session *s, uint64_t id, const Parley__V1__SendRe
     const struct config *cfg = cfg_of(s);
     size_t len = r->text.len, chars;
     if (r->client_id == 0 || len == 0) {
-        respond_error(s, id, m, PARLEY_EINVAL, 0);
+        session_respond_error(s, id, m, PARLEY_EINVAL, 0);
         return;
     }
     if (utf8_check((const char *)r->text.data, len, &chars)) {
-        respond_error(s, id, m, PARLEY_EBAD_UTF8, 0);
+        session_respond_error(s, id, m, PARLEY_EBAD_UTF8, 0);
         return;
     }
     if (chars > cfg->max_text_chars) {
-        respond_error(s, id, m, PARLEY_ETEXT_TOO_LONG, 0);
+        session_respond_error(s, id, m, PARLEY_ETEXT_TOO_LONG, 0);
         return;
     }
     uint32_t wait = ratelimit_take(s->w->srv->account_limits, s->user_id, cfg->account_rate,
                                    cfg->account_burst, server_now_ms());
     if (wait) {
-        respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+        session_respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
         return;
     }
-    struct op *op = op_new(s, id, m);
+    struct op *op = session_op_new(s, id, m);
     op->text = len < sizeof(op->text_small) ? op->text_small : xmalloc(len + 1);
     memcpy(op->text, r->text.data, len);
     op->text[len] = '\0';
     op->text_len = len;
     op->client_id = r->client_id;
     uint64_t to;
-    int rc = resolve_peer(op, r->to, &to);
+    int rc = session_resolve_peer(op, r->to, &to);
     if (rc < 0) {
-        respond_error(s, id, m, rc, 0);
-        op_free(op);
+        session_respond_error(s, id, m, rc, 0);
+        session_op_free(op);
         return;
     }
     if (rc == 0)
         start_send(op, to);
-    submit(op);
+    session_submit(op);
 }
 
 /* Fans a committed message out: to the recipient's devices, and to the
@@ -661,7 +603,7 @@ static void send_done(struct op *op)
     r.duplicate = req->out.duplicate;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_SEND;
     resp.send = &r;
-    respond_to(op, &resp);
+    session_respond_to(op, &resp);
 }
 
 static unsigned clamp_limit(uint32_t limit, unsigned dflt)
@@ -673,13 +615,13 @@ static unsigned clamp_limit(uint32_t limit, unsigned dflt)
 
 static void handle_sync(struct session *s, uint64_t id, const Parley__V1__SyncRequest *r)
 {
-    struct op *op = op_new(s, id, METHOD_SYNC);
+    struct op *op = session_op_new(s, id, METHOD_SYNC);
     op->req.op = STORE_OP_SYNC;
     op->req.in.sync.user = s->user_id;
     op->req.in.sync.device = s->device_id;
     op->req.in.sync.from_pts = r->from_pts;
     op->req.in.sync.limit = clamp_limit(r->limit, SYNC_LIMIT_DEFAULT);
-    submit(op);
+    session_submit(op);
 }
 
 static void sync_done(struct op *op)
@@ -716,7 +658,7 @@ static void sync_done(struct op *op)
     r.more = req->out.more || fit < n;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_SYNC;
     resp.sync = &r;
-    respond_to(op, &resp);
+    session_respond_to(op, &resp);
     free(upp);
     free(ups);
     free(msgs);
@@ -724,19 +666,19 @@ static void sync_done(struct op *op)
 
 static void handle_history(struct session *s, uint64_t id, const Parley__V1__HistoryRequest *r)
 {
-    struct op *op = op_new(s, id, METHOD_HISTORY);
+    struct op *op = session_op_new(s, id, METHOD_HISTORY);
     op->before_id = r->before_id;
     op->limit = clamp_limit(r->limit, HISTORY_LIMIT_DEFAULT);
     uint64_t peer;
-    int rc = resolve_peer(op, r->peer, &peer);
+    int rc = session_resolve_peer(op, r->peer, &peer);
     if (rc < 0) {
-        respond_error(s, id, op->method, rc, 0);
-        op_free(op);
+        session_respond_error(s, id, op->method, rc, 0);
+        session_op_free(op);
         return;
     }
     if (rc == 0)
         start_history(op, peer);
-    submit(op);
+    session_submit(op);
 }
 
 static void history_done(struct op *op)
@@ -763,22 +705,22 @@ static void history_done(struct op *op)
     r.messages = msgp;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_HISTORY;
     resp.history = &r;
-    respond_to(op, &resp);
+    session_respond_to(op, &resp);
     free(msgp);
     free(msgs);
 }
 
 static void handle_resolve(struct session *s, uint64_t id, const Parley__V1__ResolveRequest *r)
 {
-    struct op *op = op_new(s, id, METHOD_RESOLVE);
+    struct op *op = session_op_new(s, id, METHOD_RESOLVE);
     if (username_normalize(r->username, op->peer_name)) {
-        respond_error(s, id, op->method, PARLEY_EBAD_USERNAME, 0);
-        op_free(op);
+        session_respond_error(s, id, op->method, PARLEY_EBAD_USERNAME, 0);
+        session_op_free(op);
         return;
     }
     op->req.op = STORE_OP_RESOLVE;
     memcpy(op->req.in.username, op->peer_name, sizeof(op->peer_name));
-    submit(op);
+    session_submit(op);
 }
 
 static void resolve_done(struct op *op)
@@ -790,7 +732,7 @@ static void resolve_done(struct op *op)
     r.username = req->in.username;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_RESOLVE;
     resp.resolve = &r;
-    respond_to(op, &resp);
+    session_respond_to(op, &resp);
 }
 
 /* --- prekeys ------------------------------------------------------------ */
@@ -821,16 +763,16 @@ static void handle_upload_keys(struct session *s, uint64_t id,
             err = PARLEY_EBAD_KEY;
     }
     if (err) {
-        respond_error(s, id, m, err, 0);
+        session_respond_error(s, id, m, err, 0);
         return;
     }
     uint32_t wait = ratelimit_take(s->w->srv->account_limits, s->user_id, cfg->account_rate,
                                    cfg->account_burst, server_now_ms());
     if (wait) {
-        respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+        session_respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
         return;
     }
-    struct op *op = op_new(s, id, m);
+    struct op *op = session_op_new(s, id, m);
     struct store_req *req = &op->req;
     req->op = STORE_OP_UPLOAD_KEYS;
     req->in.keys.device = s->device_id;
@@ -853,7 +795,7 @@ static void handle_upload_keys(struct session *s, uint64_t id,
     }
     req->in.keys.prekeys = op->prekeys;
     req->in.keys.n_prekeys = r->n_prekeys;
-    submit(op);
+    session_submit(op);
 }
 
 static void upload_keys_done(struct op *op)
@@ -864,7 +806,7 @@ static void upload_keys_done(struct op *op)
     r.prekey_count = req->out.prekey_count;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_UPLOAD_KEYS;
     resp.upload_keys = &r;
-    respond_to(op, &resp);
+    session_respond_to(op, &resp);
 }
 
 static void start_get_bundle(struct op *op, uint64_t peer)
@@ -885,21 +827,21 @@ static void handle_get_bundle(struct session *s, uint64_t id, const Parley__V1__
     uint32_t wait = ratelimit_take(s->w->srv->account_limits, s->user_id, cfg->account_rate,
                                    cfg->account_burst, server_now_ms());
     if (wait) {
-        respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+        session_respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
         return;
     }
-    struct op *op = op_new(s, id, m);
+    struct op *op = session_op_new(s, id, m);
     op->device_filter = r->device_id;
     uint64_t peer;
-    int rc = resolve_peer(op, r->peer, &peer);
+    int rc = session_resolve_peer(op, r->peer, &peer);
     if (rc < 0) {
-        respond_error(s, id, m, rc, 0);
-        op_free(op);
+        session_respond_error(s, id, m, rc, 0);
+        session_op_free(op);
         return;
     }
     if (rc == 0)
         start_get_bundle(op, peer);
-    submit(op);
+    session_submit(op);
 }
 
 /* Tells a device whose stock a fetch has left low, on every connection it
@@ -967,7 +909,7 @@ static void get_bundle_done(struct op *op)
     r.bundles = bp;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_GET_BUNDLE;
     resp.get_bundle = &r;
-    respond_to(op, &resp);
+    session_respond_to(op, &resp);
     free(prekeys);
     free(signed_keys);
     free(bp);
@@ -976,10 +918,10 @@ static void get_bundle_done(struct op *op)
 
 static void handle_key_count(struct session *s, uint64_t id)
 {
-    struct op *op = op_new(s, id, METHOD_KEY_COUNT);
+    struct op *op = session_op_new(s, id, METHOD_KEY_COUNT);
     op->req.op = STORE_OP_KEY_COUNT;
     op->req.in.device_id = s->device_id;
-    submit(op);
+    session_submit(op);
 }
 
 static void key_count_done(struct op *op)
@@ -991,7 +933,7 @@ static void key_count_done(struct op *op)
     r.has_keys = req->out.has_keys;
     resp.result_case = PARLEY__V1__RESPONSE__RESULT_KEY_COUNT;
     resp.key_count = &r;
-    respond_to(op, &resp);
+    session_respond_to(op, &resp);
 }
 
 static void done_ok(struct op *op);
@@ -1020,27 +962,31 @@ static void on_store_done(struct store_req *req)
                 start_send(op, peer);
             else if (op->method == METHOD_GET_BUNDLE)
                 start_get_bundle(op, peer);
+            else if (op->method == METHOD_SEND_SECRET)
+                secret_send_start(op, peer);
             else
                 start_history(op, peer);
             if (!w->stopping && s->conn) {
-                submit(op);
+                session_submit(op);
                 session_unref(s);
                 return;
             }
         } else {
-            respond_error(s, op->request_id, op->method, req->status, 0);
+            session_respond_error(s, op->request_id, op->method, req->status, 0);
         }
-        op_free(op);
+        session_op_free(op);
         session_unref(s);
         worker_maybe_finish(w);
         return;
     }
 
-    if (req->status)
-        respond_error(s, op->request_id, op->method, req->status, 0);
+    if (req->status && op->method == METHOD_SEND_SECRET)
+        secret_send_failed(op);
+    else if (req->status)
+        session_respond_error(s, op->request_id, op->method, req->status, 0);
     else
         done_ok(op);
-    op_free(op);
+    session_op_free(op);
     session_unref(s);
     worker_maybe_finish(w);
 }
@@ -1076,6 +1022,15 @@ static void done_ok(struct op *op)
     case METHOD_KEY_COUNT:
         key_count_done(op);
         break;
+    case METHOD_SEND_SECRET:
+        secret_send_done(op);
+        break;
+    case METHOD_FETCH_SECRET:
+        secret_fetch_done(op);
+        break;
+    case METHOD_ACK_SECRET:
+        secret_ack_done(op);
+        break;
     default:
         break;
     }
@@ -1108,6 +1063,12 @@ static enum metrics_method method_of(const Parley__V1__Request *r)
         return METHOD_GET_BUNDLE;
     case PARLEY__V1__REQUEST__METHOD_KEY_COUNT:
         return METHOD_KEY_COUNT;
+    case PARLEY__V1__REQUEST__METHOD_SEND_SECRET:
+        return METHOD_SEND_SECRET;
+    case PARLEY__V1__REQUEST__METHOD_FETCH_SECRET:
+        return METHOD_FETCH_SECRET;
+    case PARLEY__V1__REQUEST__METHOD_ACK_SECRET:
+        return METHOD_ACK_SECRET;
     default:
         return METHOD_UNKNOWN;
     }
@@ -1123,25 +1084,25 @@ static void handle_request(struct session *s, const Parley__V1__Request *r)
         ratelimit_take(s->w->srv->ip_limits, s->ip_key, cfg->ip_rate, cfg->ip_burst,
                        server_now_ms());
     if (wait) {
-        respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+        session_respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
         return;
     }
     if (m == METHOD_UNKNOWN) {
-        respond_error(s, id, m, PARLEY_EUNKNOWN_METHOD, 0);
+        session_respond_error(s, id, m, PARLEY_EUNKNOWN_METHOD, 0);
         return;
     }
     if (s->w->stopping) {
-        respond_error(s, id, m, PARLEY_EBUSY, busy_retry_ms(cfg));
+        session_respond_error(s, id, m, PARLEY_EBUSY, session_busy_retry_ms(cfg));
         return;
     }
     bool needs_auth = m != METHOD_CHALLENGE && m != METHOD_SIGNUP && m != METHOD_AUTH &&
                       m != METHOD_PING;
     if (needs_auth && !s->authed) {
-        respond_error(s, id, m, PARLEY_ENOAUTH, 0);
+        session_respond_error(s, id, m, PARLEY_ENOAUTH, 0);
         return;
     }
     if ((m == METHOD_SIGNUP || m == METHOD_AUTH) && s->authed) {
-        respond_error(s, id, m, PARLEY_EALREADY_AUTH, 0);
+        session_respond_error(s, id, m, PARLEY_EALREADY_AUTH, 0);
         return;
     }
     switch (m) {
@@ -1174,6 +1135,15 @@ static void handle_request(struct session *s, const Parley__V1__Request *r)
         break;
     case METHOD_KEY_COUNT:
         handle_key_count(s, id);
+        break;
+    case METHOD_SEND_SECRET:
+        secret_handle_send(s, id, r->send_secret);
+        break;
+    case METHOD_FETCH_SECRET:
+        secret_handle_fetch(s, id, r->fetch_secret);
+        break;
+    case METHOD_ACK_SECRET:
+        secret_handle_ack(s, id, r->ack_secret);
         break;
     case METHOD_PING: {
         Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
@@ -1209,13 +1179,13 @@ static void on_message(struct net_conn *c, const uint8_t *data, size_t len)
     int rc = frame_decode_arena(data, len, cfg_of(s)->max_frame_bytes, a, &f);
     if (rc) {
         arena_reset(a);
-        respond_error(s, 0, METHOD_UNKNOWN, rc, 0);
+        session_respond_error(s, 0, METHOD_UNKNOWN, rc, 0);
         return;
     }
     if (f->version == 0) {
-        respond_error(s, frame_request_id(f), METHOD_UNKNOWN, PARLEY_EVERSION, 0);
+        session_respond_error(s, frame_request_id(f), METHOD_UNKNOWN, PARLEY_EVERSION, 0);
     } else if (f->body_case != PARLEY__V1__FRAME__BODY_REQUEST || !f->request) {
-        respond_error(s, 0, METHOD_UNKNOWN, PARLEY_EPROTO, 0);
+        session_respond_error(s, 0, METHOD_UNKNOWN, PARLEY_EPROTO, 0);
     } else {
         handle_request(s, f->request);
     }

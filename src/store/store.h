@@ -24,6 +24,10 @@
 #define STORE_SIG_LEN 64
 #define STORE_PREKEYS_PER_UPLOAD 100 /* one-time prekeys in one UPLOAD_KEYS */
 #define STORE_PREKEYS_MAX 1000       /* one-time prekeys a device may hold */
+/* Secret messages: opaque envelopes, one per destination device. */
+#define STORE_ENVELOPES_MAX 100      /* envelopes in one SECRET_SEND */
+#define STORE_ENVELOPE_BODY_MAX 32768
+#define STORE_ACK_MAX 1000           /* ids in one SECRET_ACK */
 
 struct store;      /* one per process; owns the writer thread */
 struct store_port; /* one per event loop that submits requests */
@@ -71,6 +75,46 @@ struct store_bundle {
     unsigned prekey_count;            /* one-time prekeys left after this fetch */
 };
 
+/* One envelope of a secret send, as given (body borrowed). */
+struct store_envelope_in {
+    uint64_t device_id;
+    uint32_t type;
+    const uint8_t *body;
+    size_t body_len; /* 1..STORE_ENVELOPE_BODY_MAX */
+};
+
+/* Where SECRET_SEND put an envelope: its id, for its device of user_id. */
+struct store_envelope_ref {
+    uint64_t id;
+    uint64_t user_id;
+    uint64_t device_id;
+};
+
+/* A queued envelope as SECRET_FETCH returns it; names and body point into
+ * the result block. */
+struct store_envelope {
+    uint64_t id;
+    uint64_t message_id;
+    uint64_t from_user;
+    uint64_t from_device;
+    uint64_t to_user;
+    int64_t date;
+    uint32_t type;
+    const char *from_name;
+    const char *to_name;
+    const uint8_t *body;
+    size_t body_len;
+};
+
+/* How a secret send's devices differ from one account's devices with keys. */
+struct store_mismatch {
+    uint64_t user_id;
+    const uint64_t *missing; /* devices with keys that got no envelope */
+    size_t n_missing;
+    const uint64_t *stale;   /* envelopes for devices that are not such devices */
+    size_t n_stale;
+};
+
 enum store_op {
     STORE_OP_SIGNUP = 1,   /* in: signup; out: user, device */
     STORE_OP_DEVICE,       /* in: device_id; out: device (for auth) */
@@ -81,6 +125,9 @@ enum store_op {
     STORE_OP_UPLOAD_KEYS,  /* in: keys; out: prekey_count */
     STORE_OP_GET_BUNDLE,   /* in: bundle; out: bundles */
     STORE_OP_KEY_COUNT,    /* in: device_id; out: prekey_count, has_keys */
+    STORE_OP_SECRET_SEND,  /* in: secret; out: msg, duplicate, envs (or mismatches) */
+    STORE_OP_SECRET_FETCH, /* in: fetch; out: envelopes, more */
+    STORE_OP_SECRET_ACK,   /* in: ack; out: deleted */
 };
 
 struct store_req;
@@ -146,6 +193,24 @@ struct store_req {
             uint64_t device;      /* only this device of it; 0: all */
             uint64_t skip_device; /* never this device (the fetching one); 0: none */
         } bundle;
+        struct {
+            uint64_t from_user;
+            uint64_t from_device;
+            uint64_t to_user;
+            uint64_t client_id; /* non-zero */
+            int64_t date;       /* unix seconds; 0: the store's clock */
+            const struct store_envelope_in *envs; /* borrowed until the callback */
+            size_t n_envs;      /* 1..STORE_ENVELOPES_MAX */
+        } secret;
+        struct {
+            uint64_t device;
+            unsigned limit; /* 1..STORE_PAGE_MAX */
+        } fetch;
+        struct {
+            uint64_t device;
+            const uint64_t *ids; /* borrowed until the callback */
+            size_t n_ids;        /* 1..STORE_ACK_MAX */
+        } ack;
     } in;
 
     /* Output, valid in the callback when status == 0. */
@@ -166,6 +231,13 @@ struct store_req {
         bool has_keys;         /* KEY_COUNT: identity and signed prekey uploaded */
         struct store_bundle *bundles; /* GET_BUNDLE, ordered by device id */
         size_t n_bundles;
+        struct store_envelope_ref *envs; /* SECRET_SEND: in the order of in.secret.envs */
+        size_t n_envs;
+        struct store_mismatch mismatches[2]; /* SECRET_SEND refused: recipient, sender */
+        size_t n_mismatches;
+        struct store_envelope *envelopes; /* SECRET_FETCH, oldest first */
+        size_t n_envelopes;
+        unsigned deleted;      /* SECRET_ACK */
     } out;
 
     /* Private to the store. */
@@ -245,6 +317,25 @@ void store_port_close(struct store_port *port);
  *          not exist; PARLEY_ENOKEYS if no such device has keys.
  * KEY_COUNT  prekey_count and has_keys of the device (0 and false for a
  *          device without keys or that does not exist).
+ * SECRET_SEND  stores one envelope per in.secret.envs entry, queued for its
+ *          device, all under one message id (msg.id, with msg.from_user,
+ *          from_device, to_user, client_id, date, from_name, to_name; no
+ *          text). The devices must be exactly the devices with keys of
+ *          to_user, and those of from_user other than from_device: else
+ *          PARLEY_EDEVICES_CHANGED with mismatches (to_user's first, then
+ *          from_user's, each only when it differs; a device that is not
+ *          from_user's counts against to_user), and nothing is written. A
+ *          device twice in the list is PARLEY_EINVAL. PARLEY_ENOUSER if
+ *          to_user does not exist, PARLEY_ENOKEYS if it has no device with
+ *          keys. If envelopes of (from_user, client_id) are still queued,
+ *          duplicate is set, msg is that send's, nothing is written and envs
+ *          is empty.
+ * SECRET_FETCH  the device's queued envelopes, oldest first, at most limit;
+ *          more if further ones are queued.
+ * SECRET_ACK  deletes the device's envelopes among ids (others' and
+ *          unknown ids are ignored); deleted is how many went. The rows
+ *          are overwritten in the file (secure_delete), and the write-ahead
+ *          log is checkpointed and truncated once the writer is idle.
  * Any op: PARLEY_ESTORE if the database failed; a failing request does not
  * affect the others of its batch, a failing commit fails them all. */
 PL_NODISCARD int store_submit(struct store_port *port, struct store_req *req);
