@@ -53,6 +53,25 @@ static void touch_error(const Parley__V1__Error *e)
     sink += e->code + e->retry_after_ms + (uint64_t)err_from_wire(e->code);
     touch_str(e->message);
     touch_str(err_name(err_from_wire(e->code)));
+    for (size_t i = 0; i < e->n_devices; i++) {
+        const Parley__V1__DeviceMismatch *m = e->devices[i];
+        if (!m)
+            abort(); /* repeated message elements are never NULL */
+        sink += m->user_id;
+        touch_bytes(m->missing, m->n_missing * sizeof(*m->missing));
+        touch_bytes(m->stale, m->n_stale * sizeof(*m->stale));
+    }
+}
+
+static void touch_envelope(const Parley__V1__SecretEnvelope *e)
+{
+    if (!e)
+        abort(); /* repeated elements and set oneof members are never NULL */
+    sink += e->id + e->message_id + e->from_user_id + e->from_device_id + e->to_user_id +
+            e->type + (uint64_t)e->date;
+    touch_str(e->from_username);
+    touch_str(e->to_username);
+    touch_bin(e->body);
 }
 
 static void touch_message(const Parley__V1__Message *m)
@@ -162,6 +181,23 @@ static void touch_request(const Parley__V1__Request *r)
     case PARLEY__V1__REQUEST__METHOD_KEY_COUNT:
         sink += r->key_count != NULL;
         break;
+    case PARLEY__V1__REQUEST__METHOD_SEND_SECRET:
+        touch_peer(r->send_secret->to);
+        sink += r->send_secret->client_id;
+        for (size_t i = 0; i < r->send_secret->n_envelopes; i++) {
+            const Parley__V1__Envelope *e = r->send_secret->envelopes[i];
+            if (!e)
+                abort();
+            sink += e->device_id + e->type;
+            touch_bin(e->body);
+        }
+        break;
+    case PARLEY__V1__REQUEST__METHOD_FETCH_SECRET:
+        sink += r->fetch_secret->limit;
+        break;
+    case PARLEY__V1__REQUEST__METHOD_ACK_SECRET:
+        touch_bytes(r->ack_secret->ids, r->ack_secret->n_ids * sizeof(*r->ack_secret->ids));
+        break;
     case PARLEY__V1__REQUEST__METHOD__NOT_SET:
         break;
     default:
@@ -219,6 +255,18 @@ static void touch_response(const Parley__V1__Response *r)
     case PARLEY__V1__RESPONSE__RESULT_KEY_COUNT:
         sink += r->key_count->prekey_count + (uint64_t)r->key_count->has_keys;
         break;
+    case PARLEY__V1__RESPONSE__RESULT_SEND_SECRET:
+        sink += r->send_secret->id + (uint64_t)r->send_secret->date +
+                (uint64_t)r->send_secret->duplicate;
+        break;
+    case PARLEY__V1__RESPONSE__RESULT_FETCH_SECRET:
+        for (size_t i = 0; i < r->fetch_secret->n_envelopes; i++)
+            touch_envelope(r->fetch_secret->envelopes[i]);
+        sink += (uint64_t)r->fetch_secret->more;
+        break;
+    case PARLEY__V1__RESPONSE__RESULT_ACK_SECRET:
+        sink += r->ack_secret->deleted;
+        break;
     case PARLEY__V1__RESPONSE__RESULT__NOT_SET:
         break;
     default:
@@ -237,6 +285,9 @@ static void touch_push(const Parley__V1__Push *p)
         break;
     case PARLEY__V1__PUSH__KIND_PREKEYS_LOW:
         sink += p->prekeys_low->prekey_count;
+        break;
+    case PARLEY__V1__PUSH__KIND_SECRET:
+        touch_envelope(p->secret);
         break;
     case PARLEY__V1__PUSH__KIND__NOT_SET:
         break;
