@@ -282,7 +282,12 @@ void store_port_close(struct store_port *port);
  * a zero user or client_id, text missing or over 4 * PARLEY_TEXT_MAX_CHARS
  * bytes, UPLOAD_KEYS with a zero device or more than
  * STORE_PREKEYS_PER_UPLOAD prekeys, GET_BUNDLE with a zero user, KEY_COUNT
- * with a zero device, port closing) and never calls it. Thread: the port's
+ * with a zero device, SECRET_SEND with a zero user, device or client_id,
+ * no envelopes or more than STORE_ENVELOPES_MAX, an envelope with device 0
+ * or a body that is missing, empty or over STORE_ENVELOPE_BODY_MAX,
+ * SECRET_FETCH with device 0 or a limit outside 1..STORE_PAGE_MAX,
+ * SECRET_ACK with device 0 or 0 or more than STORE_ACK_MAX ids, port
+ * closing) and never calls it. Thread: the port's
  * loop.
  *
  * Results, in req->status and req->out:
@@ -325,11 +330,14 @@ void store_port_close(struct store_port *port);
  *          PARLEY_EDEVICES_CHANGED with mismatches (to_user's first, then
  *          from_user's, each only when it differs; a device that is not
  *          from_user's counts against to_user), and nothing is written. A
- *          device twice in the list is PARLEY_EINVAL. PARLEY_ENOUSER if
- *          to_user does not exist, PARLEY_ENOKEYS if it has no device with
- *          keys. If envelopes of (from_user, client_id) are still queued,
- *          duplicate is set, msg is that send's, nothing is written and envs
- *          is empty.
+ *          device twice in the list is PARLEY_EINVAL (in the result, not
+ *          at submit). Checked in this order: PARLEY_ENOUSER if to_user or
+ *          from_user does not exist; a device twice; a retry: if envelopes
+ *          of (from_user, client_id) are still queued, duplicate is set,
+ *          msg is that send's, nothing is written and envs is empty (once
+ *          every copy is acked the send is forgotten, and the same
+ *          client_id stores a new one); PARLEY_ENOKEYS if to_user has no
+ *          device with keys (other than from_device); the mismatch.
  * SECRET_FETCH  the device's queued envelopes, oldest first, at most limit;
  *          more if further ones are queued.
  * SECRET_ACK  deletes the device's envelopes among ids (others' and

@@ -16,6 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <cmocka.h>
 #include <sqlite3.h>
 
@@ -1080,6 +1082,793 @@ static void test_concurrent_fetches_never_share_a_prekey(void **state)
     assert_int_equal(query_int(f->path, "SELECT count(*) FROM one_time_prekeys"), 0);
 }
 
+/* --- secret messages ------------------------------------------------------- */
+
+#define DATE 1700000000
+
+/* Adds another device to user straight in the file, as no store operation
+ * does that yet; the store reads devices from the file on each send. */
+static uint64_t add_device(struct fixture *f, uint64_t user)
+{
+    sqlite3 *db = NULL;
+    char sql[160];
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO devices (user_id, pubkey, created) VALUES (%llu, randomblob(32), 1)",
+             (unsigned long long)user);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    uint64_t id = (uint64_t)sqlite3_last_insert_rowid(db);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return id;
+}
+
+/* Gives device keys, so that it takes part in secret sends. */
+static void give_keys(struct fixture *f, uint64_t device)
+{
+    struct store_prekey pks[1];
+    struct store_req req;
+    prep_upload(&req, device, (uint8_t)device, (uint32_t)device, 7, pks, 1, 1);
+    assert_int_equal(run_req(f, &req), 0);
+}
+
+/* Envelopes for devs[0..n), all with body and type. */
+static void fill_envs(struct store_envelope_in *envs, const uint64_t *devs, size_t n,
+                      const uint8_t *body, size_t body_len, uint32_t type)
+{
+    for (size_t i = 0; i < n; i++) {
+        envs[i].device_id = devs[i];
+        envs[i].type = type;
+        envs[i].body = body;
+        envs[i].body_len = body_len;
+    }
+}
+
+static void prep_secret(struct store_req *req, uint64_t from, uint64_t from_device, uint64_t to,
+                        uint64_t client_id, const struct store_envelope_in *envs, size_t n)
+{
+    memset(req, 0, sizeof(*req));
+    req->op = STORE_OP_SECRET_SEND;
+    req->in.secret.from_user = from;
+    req->in.secret.from_device = from_device;
+    req->in.secret.to_user = to;
+    req->in.secret.client_id = client_id;
+    req->in.secret.date = DATE;
+    req->in.secret.envs = envs;
+    req->in.secret.n_envs = n;
+}
+
+static void prep_fetch(struct store_req *req, uint64_t device, unsigned limit)
+{
+    memset(req, 0, sizeof(*req));
+    req->op = STORE_OP_SECRET_FETCH;
+    req->in.fetch.device = device;
+    req->in.fetch.limit = limit;
+}
+
+static void prep_ack(struct store_req *req, uint64_t device, const uint64_t *ids, size_t n)
+{
+    memset(req, 0, sizeof(*req));
+    req->op = STORE_OP_SECRET_ACK;
+    req->in.ack.device = device;
+    req->in.ack.ids = ids;
+    req->in.ack.n_ids = n;
+}
+
+/* Acks ids for device and returns how many went. */
+static unsigned ack(struct fixture *f, uint64_t device, const uint64_t *ids, size_t n)
+{
+    struct store_req req;
+    prep_ack(&req, device, ids, n);
+    assert_int_equal(run_req(f, &req), 0);
+    return req.out.deleted;
+}
+
+/* How many envelopes are queued for device. */
+static size_t queued_for(struct fixture *f, uint64_t device)
+{
+    struct store_req req;
+    prep_fetch(&req, device, STORE_PAGE_MAX);
+    assert_int_equal(run_req(f, &req), 0);
+    size_t n = req.out.n_envelopes;
+    assert_false(req.out.more);
+    store_req_reset(&req);
+    return n;
+}
+
+/* The status a request ends with: the refusal of store_submit, or the one
+ * its callback gets (the contract allows either for some refusals). */
+static int final_status(struct fixture *f, struct store_req *req)
+{
+    int done = 0;
+    req->cb = on_done;
+    req->data = &done;
+    int rc = store_submit(f->port, req);
+    if (rc != 0)
+        return rc;
+    while (!done)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(done, 1);
+    return req->status;
+}
+
+/* Submission must refuse req with PARLEY_EINVAL and never call back. */
+static void assert_refused(struct fixture *f, struct store_req *req)
+{
+    int done = 0;
+    req->cb = on_done;
+    req->data = &done;
+    assert_int_equal(store_submit(f->port, req), PARLEY_EINVAL);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(done, 0);
+}
+
+/* got[0..n) holds exactly the ids of want[0..n_want), in any order. */
+static void assert_same_ids(const uint64_t *got, size_t n, const uint64_t *want, size_t n_want)
+{
+    assert_int_equal(n, n_want);
+    for (size_t i = 0; i < n_want; i++) {
+        bool found = false;
+        for (size_t j = 0; j < n; j++)
+            found = found || got[j] == want[i];
+        if (!found)
+            fail_msg("device %llu not reported", (unsigned long long)want[i]);
+    }
+}
+
+static void assert_mismatch(const struct store_mismatch *m, uint64_t user, const uint64_t *missing,
+                            size_t n_missing, const uint64_t *stale, size_t n_stale)
+{
+    assert_int_equal(m->user_id, user);
+    assert_same_ids(m->missing, m->n_missing, missing, n_missing);
+    assert_same_ids(m->stale, m->n_stale, stale, n_stale);
+}
+
+static void test_secret_send_queues_the_envelope_for_its_device_only(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a1, b1;
+    uint64_t alice = signup(f, "alice", 1, &a1);
+    uint64_t bob = signup(f, "bob", 2, &b1);
+    uint64_t b2 = add_device(f, bob); /* no keys: needs no envelope */
+    give_keys(f, a1);
+    give_keys(f, b1);
+
+    static const uint8_t body[] = {0x33, 0x00, 0xff, 0x10, 0x00, 0x7f, 0x80, 0x01};
+    struct store_envelope_in env;
+    fill_envs(&env, &b1, 1, body, sizeof(body), 3);
+    struct store_req r;
+    prep_secret(&r, alice, a1, bob, 77, &env, 1);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_false(r.out.duplicate);
+    assert_int_equal(r.out.n_mismatches, 0);
+    assert_true(r.out.msg.id > 0);
+    assert_int_equal(r.out.msg.from_user, alice);
+    assert_int_equal(r.out.msg.from_device, a1);
+    assert_int_equal(r.out.msg.to_user, bob);
+    assert_int_equal(r.out.msg.client_id, 77);
+    assert_int_equal(r.out.msg.date, DATE);
+    assert_string_equal(r.out.msg.from_name, "alice");
+    assert_string_equal(r.out.msg.to_name, "bob");
+    assert_int_equal(r.out.n_envs, 1);
+    assert_non_null(r.out.envs);
+    const uint64_t env_id = r.out.envs[0].id;
+    const uint64_t msg_id = r.out.msg.id;
+    assert_true(env_id > 0);
+    assert_int_equal(r.out.envs[0].user_id, bob);
+    assert_int_equal(r.out.envs[0].device_id, b1);
+    store_req_reset(&r);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM envelopes"), 1);
+
+    prep_fetch(&r, b1, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_envelopes, 1);
+    assert_false(r.out.more);
+    const struct store_envelope *e = &r.out.envelopes[0];
+    assert_int_equal(e->id, env_id);
+    assert_int_equal(e->message_id, msg_id);
+    assert_int_equal(e->from_user, alice);
+    assert_int_equal(e->from_device, a1);
+    assert_int_equal(e->to_user, bob);
+    assert_int_equal(e->date, DATE);
+    assert_int_equal(e->type, 3);
+    assert_string_equal(e->from_name, "alice");
+    assert_string_equal(e->to_name, "bob");
+    assert_int_equal(e->body_len, sizeof(body));
+    assert_memory_equal(e->body, body, sizeof(body));
+    store_req_reset(&r);
+    assert_null(r.out.envelopes);
+
+    /* Fetching does not dequeue; other devices have nothing. */
+    assert_int_equal(queued_for(f, b1), 1);
+    assert_int_equal(queued_for(f, b2), 0);
+    assert_int_equal(queued_for(f, a1), 0);
+    assert_int_equal(queued_for(f, b1 + 1000), 0);
+}
+
+static void test_secret_send_to_all_devices_shares_one_message_id(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a1, b1;
+    uint64_t alice = signup(f, "alice", 1, &a1);
+    uint64_t bob = signup(f, "bob", 2, &b1);
+    uint64_t b2 = add_device(f, bob);
+    uint64_t a2 = add_device(f, alice);
+    give_keys(f, a1);
+    give_keys(f, a2);
+    give_keys(f, b1);
+    give_keys(f, b2);
+
+    /* One distinct body per device, listed in no particular order. */
+    const uint64_t devs[3] = {b2, a2, b1};
+    const uint64_t owner[3] = {bob, alice, bob};
+    uint8_t bodies[3][4] = {{1, 1, 1, 1}, {2, 2, 2, 2}, {3, 3, 3, 3}};
+    struct store_envelope_in envs[3];
+    for (size_t i = 0; i < 3; i++)
+        fill_envs(&envs[i], &devs[i], 1, bodies[i], sizeof(bodies[i]), (uint32_t)i + 1);
+    struct store_req r;
+    prep_secret(&r, alice, a1, bob, 5, envs, 3);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_envs, 3);
+    uint64_t ids[3];
+    const uint64_t msg_id = r.out.msg.id;
+    for (size_t i = 0; i < 3; i++) {
+        ids[i] = r.out.envs[i].id;
+        assert_int_equal(r.out.envs[i].device_id, devs[i]);
+        assert_int_equal(r.out.envs[i].user_id, owner[i]);
+        for (size_t j = 0; j < i; j++)
+            assert_int_not_equal(ids[i], ids[j]);
+    }
+    store_req_reset(&r);
+
+    for (size_t i = 0; i < 3; i++) {
+        prep_fetch(&r, devs[i], 10);
+        assert_int_equal(run_req(f, &r), 0);
+        assert_int_equal(r.out.n_envelopes, 1);
+        assert_int_equal(r.out.envelopes[0].id, ids[i]);
+        assert_int_equal(r.out.envelopes[0].message_id, msg_id);
+        assert_int_equal(r.out.envelopes[0].type, i + 1);
+        assert_int_equal(r.out.envelopes[0].to_user, bob);
+        assert_memory_equal(r.out.envelopes[0].body, bodies[i], sizeof(bodies[i]));
+        store_req_reset(&r);
+    }
+    assert_int_equal(queued_for(f, a1), 0);
+}
+
+static void test_secret_ack_deletes_only_the_devices_own_envelopes(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a1, b1;
+    uint64_t alice = signup(f, "alice", 1, &a1);
+    uint64_t bob = signup(f, "bob", 2, &b1);
+    uint64_t a2 = add_device(f, alice);
+    give_keys(f, a1);
+    give_keys(f, a2);
+    give_keys(f, b1);
+    const uint64_t devs[2] = {b1, a2};
+    static const uint8_t body[] = "ack me";
+    struct store_envelope_in envs[2];
+    fill_envs(envs, devs, 2, body, sizeof(body), 1);
+    struct store_req r;
+    prep_secret(&r, alice, a1, bob, 1, envs, 2);
+    assert_int_equal(run_req(f, &r), 0);
+    const uint64_t for_b1 = r.out.envs[0].id, for_a2 = r.out.envs[1].id;
+    store_req_reset(&r);
+
+    /* Another device's envelope, and ids that do not exist: ignored. */
+    assert_int_equal(ack(f, a2, &for_b1, 1), 0);
+    assert_int_equal(ack(f, a1, (const uint64_t[]){for_b1, for_a2}, 2), 0);
+    assert_int_equal(queued_for(f, b1), 1);
+    assert_int_equal(queued_for(f, a2), 1);
+
+    assert_int_equal(ack(f, b1, (const uint64_t[]){for_a2 + 1000, for_b1, for_a2}, 3), 1);
+    assert_int_equal(queued_for(f, b1), 0);
+    assert_int_equal(queued_for(f, a2), 1);
+    assert_int_equal(ack(f, b1, &for_b1, 1), 0);
+    /* The same id twice in one ack goes once. */
+    assert_int_equal(ack(f, a2, (const uint64_t[]){for_a2, for_a2}, 2), 1);
+    assert_int_equal(queued_for(f, a2), 0);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM envelopes"), 0);
+}
+
+static void test_secret_fetch_pages_oldest_first_with_limit_and_more(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a1, b1;
+    uint64_t alice = signup(f, "alice", 1, &a1);
+    uint64_t bob = signup(f, "bob", 2, &b1);
+    give_keys(f, a1);
+    give_keys(f, b1);
+    uint64_t msg_ids[5];
+    uint8_t bodies[5][2];
+    struct store_req r;
+    for (size_t i = 0; i < 5; i++) {
+        bodies[i][0] = 0xb0;
+        bodies[i][1] = (uint8_t)i;
+        struct store_envelope_in env;
+        fill_envs(&env, &b1, 1, bodies[i], 2, 1);
+        prep_secret(&r, alice, a1, bob, 100 + i, &env, 1);
+        assert_int_equal(run_req(f, &r), 0);
+        msg_ids[i] = r.out.msg.id;
+        store_req_reset(&r);
+    }
+
+    /* All five in one page: exactly the limit, nothing more. */
+    prep_fetch(&r, b1, 5);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_envelopes, 5);
+    assert_false(r.out.more);
+    store_req_reset(&r);
+
+    size_t next = 0;
+    const size_t pages[3] = {2, 2, 1};
+    for (size_t p = 0; p < 3; p++) {
+        prep_fetch(&r, b1, 2);
+        assert_int_equal(run_req(f, &r), 0);
+        assert_int_equal(r.out.n_envelopes, pages[p]);
+        assert_int_equal(r.out.more, p < 2);
+        uint64_t ids[2];
+        for (size_t i = 0; i < r.out.n_envelopes; i++, next++) {
+            assert_int_equal(r.out.envelopes[i].message_id, msg_ids[next]);
+            assert_int_equal(r.out.envelopes[i].body_len, 2);
+            assert_memory_equal(r.out.envelopes[i].body, bodies[next], 2);
+            ids[i] = r.out.envelopes[i].id;
+        }
+        size_t n = r.out.n_envelopes;
+        store_req_reset(&r);
+        assert_int_equal(ack(f, b1, ids, n), n);
+    }
+    assert_int_equal(next, 5);
+    prep_fetch(&r, b1, 2);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_envelopes, 0);
+    assert_false(r.out.more);
+    store_req_reset(&r);
+}
+
+/* Alice (sending from a1) has a2 with keys and a3 without; Bob has b1 and
+ * b2 with keys and b3 without; Carol's c1 has keys. */
+struct cast {
+    uint64_t alice, bob, carol;
+    uint64_t a1, a2, a3, b1, b2, b3, c1;
+};
+
+static void make_cast(struct fixture *f, struct cast *c)
+{
+    c->alice = signup(f, "alice", 1, &c->a1);
+    c->bob = signup(f, "bob", 2, &c->b1);
+    c->carol = signup(f, "carol", 3, &c->c1);
+    c->a2 = add_device(f, c->alice);
+    c->a3 = add_device(f, c->alice);
+    c->b2 = add_device(f, c->bob);
+    c->b3 = add_device(f, c->bob);
+    give_keys(f, c->a1);
+    give_keys(f, c->a2);
+    give_keys(f, c->b1);
+    give_keys(f, c->b2);
+    give_keys(f, c->c1);
+}
+
+/* Sends alice -> bob to devs[0..n) and expects PARLEY_EDEVICES_CHANGED;
+ * the caller checks r->out.mismatches and resets r. */
+static void send_refused(struct fixture *f, const struct cast *c, const uint64_t *devs, size_t n,
+                         struct store_req *r)
+{
+    static const uint8_t body[] = "refused";
+    struct store_envelope_in envs[8];
+    assert_true(n <= 8);
+    fill_envs(envs, devs, n, body, sizeof(body), 1);
+    prep_secret(r, c->alice, c->a1, c->bob, 9, envs, n);
+    assert_int_equal(run_req(f, r), PARLEY_EDEVICES_CHANGED);
+    r->in.secret.envs = NULL; /* envs is gone when this returns */
+}
+
+static void test_secret_send_with_changed_devices_reports_them_and_writes_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct cast c;
+    make_cast(f, &c);
+    struct store_req r;
+
+    /* Bob's b2 is missing. */
+    send_refused(f, &c, (const uint64_t[]){c.b1, c.a2}, 2, &r);
+    assert_int_equal(r.out.n_mismatches, 1);
+    assert_mismatch(&r.out.mismatches[0], c.bob, (const uint64_t[]){c.b2}, 1, NULL, 0);
+    store_req_reset(&r);
+
+    /* A device that does not exist, and Bob's b3, which has no keys. */
+    send_refused(f, &c, (const uint64_t[]){c.b1, c.b2, c.a2, c.b1 + 1000}, 4, &r);
+    assert_int_equal(r.out.n_mismatches, 1);
+    assert_mismatch(&r.out.mismatches[0], c.bob, NULL, 0, (const uint64_t[]){c.b1 + 1000}, 1);
+    store_req_reset(&r);
+    send_refused(f, &c, (const uint64_t[]){c.b3, c.b1, c.b2, c.a2}, 4, &r);
+    assert_int_equal(r.out.n_mismatches, 1);
+    assert_mismatch(&r.out.mismatches[0], c.bob, NULL, 0, (const uint64_t[]){c.b3}, 1);
+    store_req_reset(&r);
+
+    /* The sending device itself is stale, for the sender only. */
+    send_refused(f, &c, (const uint64_t[]){c.b1, c.b2, c.a2, c.a1}, 4, &r);
+    assert_int_equal(r.out.n_mismatches, 1);
+    assert_mismatch(&r.out.mismatches[0], c.alice, NULL, 0, (const uint64_t[]){c.a1}, 1);
+    store_req_reset(&r);
+
+    /* The sender's other device is missing. */
+    send_refused(f, &c, (const uint64_t[]){c.b1, c.b2}, 2, &r);
+    assert_int_equal(r.out.n_mismatches, 1);
+    assert_mismatch(&r.out.mismatches[0], c.alice, (const uint64_t[]){c.a2}, 1, NULL, 0);
+    store_req_reset(&r);
+
+    /* Everything at once: recipient first, then sender; Carol's device is
+     * not Alice's, so it counts against Bob. */
+    send_refused(f, &c, (const uint64_t[]){c.a3, c.c1, c.b1}, 3, &r);
+    assert_int_equal(r.out.n_mismatches, 2);
+    assert_mismatch(&r.out.mismatches[0], c.bob, (const uint64_t[]){c.b2}, 1,
+                    (const uint64_t[]){c.c1}, 1);
+    assert_mismatch(&r.out.mismatches[1], c.alice, (const uint64_t[]){c.a2}, 1,
+                    (const uint64_t[]){c.a3}, 1);
+    store_req_reset(&r);
+    assert_int_equal(r.out.n_mismatches, 0);
+
+    /* Nothing of any of them was queued. */
+    const uint64_t all[] = {c.a1, c.a2, c.a3, c.b1, c.b2, c.b3, c.c1, c.b1 + 1000};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        assert_int_equal(queued_for(f, all[i]), 0);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM envelopes"), 0);
+
+    /* The right list goes through, and the refused client_id was not used. */
+    static const uint8_t body[] = "ok";
+    struct store_envelope_in envs[3];
+    fill_envs(envs, (const uint64_t[]){c.b2, c.a2, c.b1}, 3, body, sizeof(body), 1);
+    prep_secret(&r, c.alice, c.a1, c.bob, 9, envs, 3);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_false(r.out.duplicate);
+    assert_int_equal(r.out.n_envs, 3);
+    store_req_reset(&r);
+}
+
+static void test_secret_send_refusals_write_nothing(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a1, b1, c1;
+    uint64_t alice = signup(f, "alice", 1, &a1);
+    uint64_t bob = signup(f, "bob", 2, &b1);
+    uint64_t carol = signup(f, "carol", 3, &c1);
+    give_keys(f, a1);
+    give_keys(f, b1);
+    static const uint8_t body[] = "x";
+    struct store_envelope_in envs[2];
+    struct store_req r;
+
+    /* The same device twice. */
+    fill_envs(envs, (const uint64_t[]){b1, b1}, 2, body, sizeof(body), 1);
+    prep_secret(&r, alice, a1, bob, 1, envs, 2);
+    assert_int_equal(final_status(f, &r), PARLEY_EINVAL);
+    store_req_reset(&r);
+
+    /* Carol has a device, but without keys: even listed, it is no keys. */
+    fill_envs(envs, &c1, 1, body, sizeof(body), 1);
+    prep_secret(&r, alice, a1, carol, 2, envs, 1);
+    assert_int_equal(run_req(f, &r), PARLEY_ENOKEYS);
+    store_req_reset(&r);
+
+    /* No such recipient. */
+    fill_envs(envs, &b1, 1, body, sizeof(body), 1);
+    prep_secret(&r, alice, a1, carol + 1000, 3, envs, 1);
+    assert_int_equal(run_req(f, &r), PARLEY_ENOUSER);
+    store_req_reset(&r);
+
+    assert_int_equal(queued_for(f, b1), 0);
+    assert_int_equal(queued_for(f, c1), 0);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM envelopes"), 0);
+}
+
+static void test_secret_send_retry_while_queued_is_a_duplicate(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a1, b1;
+    uint64_t alice = signup(f, "alice", 1, &a1);
+    uint64_t bob = signup(f, "bob", 2, &b1);
+    uint64_t a2 = add_device(f, alice);
+    give_keys(f, a1);
+    give_keys(f, a2);
+    give_keys(f, b1);
+    static const uint8_t body[] = "first";
+    static const uint8_t other[] = "retried";
+    const uint64_t devs[2] = {b1, a2};
+    struct store_envelope_in envs[2], again_envs[2];
+    fill_envs(envs, devs, 2, body, sizeof(body), 1);
+    fill_envs(again_envs, devs, 2, other, sizeof(other), 2);
+
+    struct store_req r;
+    prep_secret(&r, alice, a1, bob, 42, envs, 2);
+    assert_int_equal(run_req(f, &r), 0);
+    const uint64_t msg_id = r.out.msg.id;
+    const uint64_t for_b1 = r.out.envs[0].id, for_a2 = r.out.envs[1].id;
+    store_req_reset(&r);
+
+    /* The retry, with another date and bodies, changes nothing. */
+    prep_secret(&r, alice, a1, bob, 42, again_envs, 2);
+    r.in.secret.date = DATE + 50;
+    assert_int_equal(run_req(f, &r), 0);
+    assert_true(r.out.duplicate);
+    assert_int_equal(r.out.msg.id, msg_id);
+    assert_int_equal(r.out.msg.from_user, alice);
+    assert_int_equal(r.out.msg.from_device, a1);
+    assert_int_equal(r.out.msg.to_user, bob);
+    assert_int_equal(r.out.msg.client_id, 42);
+    assert_int_equal(r.out.msg.date, DATE);
+    assert_string_equal(r.out.msg.from_name, "alice");
+    assert_string_equal(r.out.msg.to_name, "bob");
+    assert_int_equal(r.out.n_envs, 0);
+    store_req_reset(&r);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM envelopes"), 2);
+    prep_fetch(&r, b1, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_envelopes, 1);
+    assert_memory_equal(r.out.envelopes[0].body, body, sizeof(body));
+    store_req_reset(&r);
+
+    /* Still a duplicate while one envelope of it is queued. */
+    assert_int_equal(ack(f, b1, &for_b1, 1), 1);
+    prep_secret(&r, alice, a1, bob, 42, again_envs, 2);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_true(r.out.duplicate);
+    assert_int_equal(r.out.msg.id, msg_id);
+    store_req_reset(&r);
+    assert_int_equal(queued_for(f, b1), 0);
+    assert_int_equal(queued_for(f, a2), 1);
+
+    /* Two sends of one client_id queued together: the second is the retry. */
+    struct store_req twice[2];
+    int done = 0;
+    sqlite3 *lock = hold_write_lock(f->path);
+    for (size_t i = 0; i < 2; i++) {
+        prep_secret(&twice[i], alice, a1, bob, 43, envs, 2);
+        twice[i].cb = on_done;
+        twice[i].data = &done;
+        assert_int_equal(store_submit(f->port, &twice[i]), 0);
+    }
+    release_write_lock(lock);
+    while (done < 2)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(twice[0].status, 0);
+    assert_int_equal(twice[1].status, 0);
+    assert_false(twice[0].out.duplicate);
+    assert_true(twice[1].out.duplicate);
+    assert_int_equal(twice[1].out.msg.id, twice[0].out.msg.id);
+    assert_int_not_equal(twice[0].out.msg.id, msg_id);
+    assert_int_equal(twice[1].out.n_envs, 0);
+    store_req_reset(&twice[0]);
+    store_req_reset(&twice[1]);
+    assert_int_equal(queued_for(f, b1), 1);
+    assert_int_equal(queued_for(f, a2), 2);
+    (void)for_a2;
+}
+
+/* Whether the file at path holds the n bytes of pat (a missing file does
+ * not). */
+static bool file_has(const char *path, const uint8_t *pat, size_t n)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return false;
+    size_t len = 0, cap = 1 << 16;
+    uint8_t *buf = malloc(cap);
+    assert_non_null(buf);
+    size_t got;
+    while ((got = fread(buf + len, 1, cap - len, fp)) > 0) {
+        len += got;
+        if (len == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+    }
+    fclose(fp);
+    bool found = false;
+    for (size_t i = 0; !found && i + n <= len; i++)
+        found = memcmp(buf + i, pat, n) == 0;
+    free(buf);
+    return found;
+}
+
+static void random_bytes(uint8_t *out, size_t n)
+{
+    FILE *fp = fopen("/dev/urandom", "rb");
+    assert_non_null(fp);
+    assert_int_equal(fread(out, 1, n, fp), n);
+    fclose(fp);
+}
+
+static int64_t query_int_readonly(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+#define BIG_BODY 20000 /* spills into overflow pages */
+
+static void test_acked_envelopes_leave_no_copy_in_the_files(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a1, b1;
+    uint64_t alice = signup(f, "alice", 1, &a1);
+    uint64_t bob = signup(f, "bob", 2, &b1);
+    uint64_t a2 = add_device(f, alice);
+    give_keys(f, a1);
+    give_keys(f, a2);
+    give_keys(f, b1);
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", f->path);
+
+    uint8_t pat[64];
+    random_bytes(pat, sizeof(pat));
+    uint8_t *big = malloc(BIG_BODY);
+    assert_non_null(big);
+    random_bytes(big, BIG_BODY);
+    const uint8_t *big_mid = big + BIG_BODY / 2; /* a slice on an overflow page */
+    struct store_envelope_in envs[2];
+    fill_envs(&envs[0], &b1, 1, pat, sizeof(pat), 1);
+    fill_envs(&envs[1], &a2, 1, big, BIG_BODY, 1);
+    struct store_req r;
+    prep_secret(&r, alice, a1, bob, 1, envs, 2);
+    assert_int_equal(run_req(f, &r), 0);
+    const uint64_t for_b1 = r.out.envs[0].id, for_a2 = r.out.envs[1].id;
+    store_req_reset(&r);
+
+    /* Queued, the bodies are in the files: the search can find them. */
+    assert_true(file_has(f->path, pat, sizeof(pat)) || file_has(wal, pat, sizeof(pat)));
+    assert_true(file_has(f->path, big_mid, 64) || file_has(wal, big_mid, 64));
+    prep_fetch(&r, a2, 1);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.envelopes[0].body_len, BIG_BODY);
+    assert_memory_equal(r.out.envelopes[0].body, big, BIG_BODY);
+    store_req_reset(&r);
+
+    assert_int_equal(ack(f, b1, &for_b1, 1), 1);
+    assert_int_equal(ack(f, a2, &for_a2, 1), 1);
+
+    /* Once the writer is idle the log is checkpointed and truncated; it
+     * gets nothing more to do, so this is a wait, not a race. */
+    struct stat sb;
+    uint64_t deadline = uv_hrtime() + 10ull * 1000 * 1000 * 1000;
+    while (stat(wal, &sb) == 0 && sb.st_size > 0 && uv_hrtime() < deadline)
+        usleep(10 * 1000);
+    if (stat(wal, &sb) == 0 && sb.st_size > 0)
+        fail_msg("the -wal file still has %lld bytes with the writer idle after acks",
+                 (long long)sb.st_size);
+    assert_false(file_has(wal, pat, sizeof(pat)));
+    assert_false(file_has(f->path, pat, sizeof(pat)));
+    assert_false(file_has(f->path, big_mid, 64));
+
+    store_port_close(f->port);
+    store_close(f->st);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    f->st = NULL;
+    f->port = NULL;
+    assert_false(file_has(f->path, pat, sizeof(pat)));
+    assert_false(file_has(wal, pat, sizeof(pat)));
+    assert_false(file_has(f->path, big_mid, 64));
+    assert_false(file_has(wal, big_mid, 64));
+    assert_int_equal(query_int_readonly(f->path, "SELECT count(*) FROM envelopes"), 0);
+    free(big);
+
+    f->st = open_store(f->path, 0, 0);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+}
+
+static void test_secret_submit_rejects_invalid_requests(void **state)
+{
+    struct fixture *f = *state;
+    static const uint8_t body[1] = {1};
+    struct store_envelope_in env = {.device_id = 5, .type = 1, .body = body, .body_len = 1};
+    struct store_envelope_in *many = calloc(STORE_ENVELOPES_MAX + 1, sizeof(*many));
+    assert_non_null(many);
+    for (size_t i = 0; i <= STORE_ENVELOPES_MAX; i++) {
+        many[i] = env;
+        many[i].device_id = 1000 + i;
+    }
+    uint8_t *huge = calloc(1, STORE_ENVELOPE_BODY_MAX + 1);
+    assert_non_null(huge);
+    struct store_req r;
+
+    /* SECRET_SEND: zero ids, no or too many envelopes, bad bodies. */
+    prep_secret(&r, 0, 1, 2, 1, &env, 1);
+    assert_refused(f, &r);
+    prep_secret(&r, 1, 0, 2, 1, &env, 1);
+    assert_refused(f, &r);
+    prep_secret(&r, 1, 1, 0, 1, &env, 1);
+    assert_refused(f, &r);
+    prep_secret(&r, 1, 1, 2, 0, &env, 1);
+    assert_refused(f, &r);
+    prep_secret(&r, 1, 1, 2, 1, &env, 0);
+    assert_refused(f, &r);
+    prep_secret(&r, 1, 1, 2, 1, NULL, 1);
+    assert_refused(f, &r);
+    prep_secret(&r, 1, 1, 2, 1, many, STORE_ENVELOPES_MAX + 1);
+    assert_refused(f, &r);
+    struct store_envelope_in bad = env;
+    bad.device_id = 0;
+    prep_secret(&r, 1, 1, 2, 1, &bad, 1);
+    assert_refused(f, &r);
+    bad = env;
+    bad.body_len = 0;
+    prep_secret(&r, 1, 1, 2, 1, &bad, 1);
+    assert_refused(f, &r);
+    bad = env;
+    bad.body = NULL;
+    prep_secret(&r, 1, 1, 2, 1, &bad, 1);
+    assert_refused(f, &r);
+    bad = env;
+    bad.body = huge;
+    bad.body_len = STORE_ENVELOPE_BODY_MAX + 1;
+    prep_secret(&r, 1, 1, 2, 1, &bad, 1);
+    assert_refused(f, &r);
+
+    /* SECRET_FETCH: a zero device, a limit outside 1..STORE_PAGE_MAX. */
+    prep_fetch(&r, 0, 10);
+    assert_refused(f, &r);
+    prep_fetch(&r, 5, 0);
+    assert_refused(f, &r);
+    prep_fetch(&r, 5, STORE_PAGE_MAX + 1);
+    assert_refused(f, &r);
+
+    /* SECRET_ACK: a zero device, no ids, more than STORE_ACK_MAX. */
+    uint64_t *ids = calloc(STORE_ACK_MAX + 1, sizeof(*ids));
+    assert_non_null(ids);
+    for (size_t i = 0; i <= STORE_ACK_MAX; i++)
+        ids[i] = i + 1;
+    prep_ack(&r, 0, ids, 1);
+    assert_refused(f, &r);
+    prep_ack(&r, 5, ids, 0);
+    assert_refused(f, &r);
+    prep_ack(&r, 5, NULL, 1);
+    assert_refused(f, &r);
+    prep_ack(&r, 5, ids, STORE_ACK_MAX + 1);
+    assert_refused(f, &r);
+
+    /* The largest of each is accepted. */
+    prep_fetch(&r, 5, STORE_PAGE_MAX);
+    assert_int_equal(run_req(f, &r), 0);
+    prep_ack(&r, 5, ids, STORE_ACK_MAX);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.deleted, 0);
+    prep_secret(&r, 1, 1, 2, 1, many, STORE_ENVELOPES_MAX);
+    assert_int_not_equal(final_status(f, &r), PARLEY_EINVAL);
+    store_req_reset(&r);
+
+    /* A body of exactly STORE_ENVELOPE_BODY_MAX goes through whole. */
+    uint64_t a1, b1;
+    uint64_t alice = signup(f, "alice", 1, &a1);
+    uint64_t bob = signup(f, "bob", 2, &b1);
+    give_keys(f, a1);
+    give_keys(f, b1);
+    memset(huge, 0x5a, STORE_ENVELOPE_BODY_MAX);
+    bad = env;
+    bad.device_id = b1;
+    bad.body = huge;
+    bad.body_len = STORE_ENVELOPE_BODY_MAX;
+    prep_secret(&r, alice, a1, bob, 1, &bad, 1);
+    assert_int_equal(run_req(f, &r), 0);
+    store_req_reset(&r);
+    prep_fetch(&r, b1, 1);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_envelopes, 1);
+    assert_int_equal(r.out.envelopes[0].body_len, STORE_ENVELOPE_BODY_MAX);
+    assert_memory_equal(r.out.envelopes[0].body, huge, STORE_ENVELOPE_BODY_MAX);
+    store_req_reset(&r);
+    free(ids);
+    free(huge);
+    free(many);
+}
+
 /* The version 1 schema exactly as the first release created it. */
 static const char v1_schema[] =
     "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT NOT NULL UNIQUE,"
@@ -1124,7 +1913,7 @@ static void test_version_1_database_upgrades_in_place(void **state)
 
     f->st = open_store(f->path, 0, 0);
     assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
-    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 2);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 3);
 
     /* The old rows are there and the log goes on from them. */
     struct store_req req;
@@ -1146,13 +1935,100 @@ static void test_version_1_database_upgrades_in_place(void **state)
     assert_true(req.out.bundles[0].has_prekey);
     store_req_reset(&req);
 
-    /* Opening again finds version 2 and changes nothing. */
+    /* Opening again finds version 3 and changes nothing. */
     store_port_close(f->port);
     store_close(f->st);
     assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
     f->st = open_store(f->path, 0, 0);
     assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
     assert_int_equal(query_int(f->path, "SELECT count(*) FROM identity_keys"), 1);
+}
+
+/* The version 2 schema exactly as the second release created it, with a
+ * device that has keys and a message. */
+/* A 33-byte key in Signal's form, as an SQL blob literal. */
+#define V2_KEY "X'05" V2_HALF V2_HALF "'"
+#define V2_HALF "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+static const char v2_tables[] =
+    "CREATE TABLE identity_keys (device_id INTEGER PRIMARY KEY REFERENCES devices(id),"
+    " registration_id INTEGER NOT NULL, key BLOB NOT NULL CHECK (length(key) = 33));"
+    "CREATE TABLE signed_prekeys (device_id INTEGER PRIMARY KEY REFERENCES devices(id),"
+    " id INTEGER NOT NULL, key BLOB NOT NULL CHECK (length(key) = 33),"
+    " signature BLOB NOT NULL CHECK (length(signature) = 64), created INTEGER NOT NULL);"
+    "CREATE TABLE one_time_prekeys (device_id INTEGER NOT NULL REFERENCES devices(id),"
+    " id INTEGER NOT NULL, key BLOB NOT NULL CHECK (length(key) = 33),"
+    " PRIMARY KEY (device_id, id)) WITHOUT ROWID;"
+    "PRAGMA user_version = 2;"
+    "INSERT INTO identity_keys VALUES (5, 4321, " V2_KEY ");"
+    "INSERT INTO signed_prekeys VALUES (5, 7, " V2_KEY ", zeroblob(64), 1);"
+    "INSERT INTO one_time_prekeys VALUES (5, 1, " V2_KEY ");"
+    "INSERT INTO one_time_prekeys VALUES (5, 2, " V2_KEY ");";
+
+static void test_version_2_database_upgrades_to_3_keeping_its_data(void **state)
+{
+    struct fixture *f = *state;
+    store_port_close(f->port);
+    store_close(f->st);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    static const char *const names[] = {"parley.db", "parley.db-wal", "parley.db-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char p[160];
+        snprintf(p, sizeof(p), "%s/%s", f->dir, names[i]);
+        unlink(p);
+    }
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    char *err = NULL;
+    if (sqlite3_exec(db, v1_schema, NULL, NULL, &err) != SQLITE_OK ||
+        sqlite3_exec(db, v2_tables, NULL, NULL, &err) != SQLITE_OK)
+        fail_msg("v2 schema: %s", err);
+    sqlite3_close(db);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 2);
+
+    f->st = open_store(f->path, 0, 0);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 3);
+
+    /* The old rows are there: the message, the keys and their stock. */
+    struct store_req req;
+    prep_sync(&req, 1, 5, 0, 10);
+    assert_int_equal(run_req(f, &req), 0);
+    assert_int_equal(req.out.n_msgs, 1);
+    assert_string_equal(req.out.msgs[0].text, "from v1");
+    store_req_reset(&req);
+    bool has_keys = false;
+    assert_int_equal(key_count(f, 5, &has_keys), 2);
+    assert_true(has_keys);
+    prep_bundle(&req, 1, 0, 0);
+    assert_int_equal(run_req(f, &req), 0);
+    assert_int_equal(req.out.n_bundles, 1);
+    assert_int_equal(req.out.bundles[0].registration_id, 4321);
+    assert_int_equal(req.out.bundles[0].signed_prekey.id, 7);
+    assert_int_equal(req.out.bundles[0].prekey.id, 1);
+    store_req_reset(&req);
+
+    /* The old keyed device takes part in secret messages. */
+    uint64_t b1;
+    uint64_t bob = signup(f, "bob", 2, &b1);
+    give_keys(f, b1);
+    static const uint8_t body[] = "to the old device";
+    struct store_envelope_in env;
+    fill_envs(&env, (const uint64_t[]){5}, 1, body, sizeof(body), 1);
+    prep_secret(&req, bob, b1, 1, 1, &env, 1);
+    assert_int_equal(run_req(f, &req), 0);
+    store_req_reset(&req);
+    prep_fetch(&req, 5, 10);
+    assert_int_equal(run_req(f, &req), 0);
+    assert_int_equal(req.out.n_envelopes, 1);
+    assert_string_equal(req.out.envelopes[0].from_name, "bob");
+    assert_string_equal(req.out.envelopes[0].to_name, "olduser");
+    assert_memory_equal(req.out.envelopes[0].body, body, sizeof(body));
+    store_req_reset(&req);
+
+    /* Opening again finds version 3 and keeps the queue. */
+    reopen(f, 0);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 3);
+    assert_int_equal(queued_for(f, 5), 1);
 }
 
 static void test_newer_schema_version_refuses_to_open(void **state)
@@ -1163,7 +2039,7 @@ static void test_newer_schema_version_refuses_to_open(void **state)
     assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 3", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 4", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     struct store_config cfg = {.path = f->path};
     struct store *st = NULL;
@@ -1218,7 +2094,26 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bundle_errors_and_device_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_fetches_never_share_a_prekey, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_secret_send_queues_the_envelope_for_its_device_only,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_send_to_all_devices_shares_one_message_id,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_ack_deletes_only_the_devices_own_envelopes,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_fetch_pages_oldest_first_with_limit_and_more,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_secret_send_with_changed_devices_reports_them_and_writes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_send_refusals_write_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_send_retry_while_queued_is_a_duplicate, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_acked_envelopes_leave_no_copy_in_the_files, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_secret_submit_rejects_invalid_requests, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_version_1_database_upgrades_in_place, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_version_2_database_upgrades_to_3_keeping_its_data,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_version_refuses_to_open, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
