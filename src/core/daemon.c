@@ -133,6 +133,7 @@ void worker_maybe_finish(struct worker *w)
 {
     if (!w->stopping || w->net || w->in_flight || !w->store)
         return;
+    expiry_stop(w);
     store_port_close(w->store);
     w->store = NULL;
     router_port_close(w->router);
@@ -187,6 +188,8 @@ static void worker_run(void *arg)
                              session_admission_refuse, w)) != 0)
         goto fail;
     w->adm_open = true;
+    if (w->index == 0 && (rc = expiry_start(w)) != 0)
+        goto fail;
     if ((rc = net_loop_start(&w->loop, w->listen_fd, w->conf->tls, &l, &session_callbacks, w,
                              &w->net)) != 0)
         goto fail;
@@ -201,6 +204,7 @@ fail:
     if (w->adm_open)
         admission_close(&w->adm, session_admission_drop);
     w->adm_open = false;
+    expiry_stop(w);
     if (w->router)
         router_port_close(w->router);
     if (w->store)

@@ -18,6 +18,7 @@ struct metrics metrics;
 static const char *const method_names[METHOD_COUNT] = {
     "unknown", "challenge", "signup", "auth", "send", "sync", "history", "ping", "resolve",
     "upload_keys", "get_bundle", "key_count", "send_secret", "fetch_secret", "ack_secret",
+    "set_ttl",
 };
 
 const char *metrics_method_name(enum metrics_method m)
@@ -138,6 +139,9 @@ char *metrics_render(struct server *srv, size_t *len)
     put(&o, "# HELP parley_secret_acked_total Secret envelopes deleted on ack.\n"
             "# TYPE parley_secret_acked_total counter\nparley_secret_acked_total %llu\n",
         (unsigned long long)load(&metrics.secret_acked));
+    put(&o, "# HELP parley_purged_messages_total Messages deleted by auto-delete.\n"
+            "# TYPE parley_purged_messages_total counter\nparley_purged_messages_total %llu\n",
+        (unsigned long long)load(&metrics.purged_messages));
 
     struct store_stats st;
     store_stats(srv->store, &st);

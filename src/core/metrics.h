@@ -26,6 +26,7 @@ enum metrics_method {
     METHOD_SEND_SECRET,
     METHOD_FETCH_SECRET,
     METHOD_ACK_SECRET,
+    METHOD_SET_TTL,
     METHOD_COUNT
 };
 
@@ -39,6 +40,7 @@ struct metrics {
     _Atomic uint64_t auth_failures;   /* bad signatures and nonces */
     _Atomic uint64_t secret_envelopes; /* secret envelopes stored (one per device) */
     _Atomic uint64_t secret_acked;    /* secret envelopes deleted on ack */
+    _Atomic uint64_t purged_messages; /* messages deleted by auto-delete */
 };
 
 extern struct metrics metrics;

@@ -57,6 +57,10 @@ struct worker {
     bool adm_open;
     struct u64map online;          /* user id -> first struct session of that user here */
     struct u64map names;           /* username hash -> struct name_cache_entry */
+    uv_timer_t expiry_timer;       /* worker 0: runs the auto-delete purge (expiry.c) */
+    bool expiry_on;                /* expiry_timer is initialized and not closed */
+    bool purge_busy;               /* purge is at the store */
+    struct store_req purge;
     int start_error;               /* set by the thread before it signals ready */
 };
 
@@ -91,6 +95,12 @@ void session_admission_drop(struct adm_item *it, void *arg);
 struct adm_limits adm_limits_of(const struct config *cfg);
 /* Called when a worker is stopping and the last store callback returned. */
 void worker_maybe_finish(struct worker *w);
+/* Auto-delete (expiry.c): worker 0 purges expired messages once a second
+ * and tells their accounts' devices. Start on the worker's loop; stop when
+ * it stops (the timer closes; a purge at the store finishes first, counted
+ * in in_flight). */
+int expiry_start(struct worker *w);
+void expiry_stop(struct worker *w);
 
 uint64_t server_now_ms(void);
 

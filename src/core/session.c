@@ -140,6 +140,7 @@ static void msg_to_proto(const struct store_msg *m, Parley__V1__Message *out)
     out->date = m->date;
     out->client_id = m->client_id;
     out->from_device_id = m->from_device;
+    out->expires = m->expires;
 }
 
 /* --- store submission --------------------------------------------------- */
@@ -624,12 +625,66 @@ static void handle_sync(struct session *s, uint64_t id, const Parley__V1__SyncRe
     session_submit(op);
 }
 
+/* The wire form of one log entry; what it points to lives in the page's
+ * arrays (one slot per entry; ids is the next free slot of the ids array,
+ * advanced past what this entry uses). */
+struct page_slots {
+    Parley__V1__Message *msgs;
+    Parley__V1__MessagesDeleted *dels;
+    Parley__V1__ChatTtl *ttls;
+    uint64_t *ids;
+};
+
+static void update_to_proto(const struct store_msg *m, uint64_t self, size_t i,
+                            struct page_slots *ps, Parley__V1__Update *up)
+{
+    parley__v1__update__init(up);
+    up->pts = m->pts;
+    switch (m->kind) {
+    case STORE_UPD_MESSAGE:
+        msg_to_proto(m, &ps->msgs[i]);
+        up->kind_case = PARLEY__V1__UPDATE__KIND_NEW_MESSAGE;
+        up->new_message = &ps->msgs[i];
+        break;
+    case STORE_UPD_DELETED:
+        parley__v1__messages_deleted__init(&ps->dels[i]);
+        for (size_t k = 0; k < m->n_ids; k++) {
+            uint64_t id = 0;
+            for (int b = 7; b >= 0; b--)
+                id = id << 8 | m->ids[k * 8 + (size_t)b];
+            ps->ids[k] = id;
+        }
+        ps->dels[i].ids = ps->ids;
+        ps->dels[i].n_ids = m->n_ids;
+        ps->ids += m->n_ids;
+        up->kind_case = PARLEY__V1__UPDATE__KIND_MESSAGES_DELETED;
+        up->messages_deleted = &ps->dels[i];
+        break;
+    case STORE_UPD_TTL:
+        parley__v1__chat_ttl__init(&ps->ttls[i]);
+        ps->ttls[i].peer_user_id = m->peer;
+        ps->ttls[i].ttl_s = m->ttl_s;
+        ps->ttls[i].by_user_id = m->by_peer ? m->peer : self;
+        up->kind_case = PARLEY__V1__UPDATE__KIND_CHAT_TTL;
+        up->chat_ttl = &ps->ttls[i];
+        break;
+    }
+}
+
 static void sync_done(struct op *op)
 {
     struct session *s = op->s;
     struct store_req *req = &op->req;
-    size_t n = req->out.n_msgs;
-    Parley__V1__Message *msgs = xcalloc(n, sizeof(*msgs));
+    size_t n = req->out.n_msgs, n_ids = 0;
+    for (size_t i = 0; i < n; i++)
+        n_ids += req->out.msgs[i].n_ids;
+    struct page_slots ps = {
+        .msgs = xcalloc(n, sizeof(*ps.msgs)),
+        .dels = xcalloc(n, sizeof(*ps.dels)),
+        .ttls = xcalloc(n, sizeof(*ps.ttls)),
+        .ids = xcalloc(n_ids ? n_ids : 1, sizeof(uint64_t)),
+    };
+    uint64_t *ids_base = ps.ids;
     Parley__V1__Update *ups = xcalloc(n, sizeof(*ups));
     Parley__V1__Update **upp = xcalloc(n, sizeof(*upp));
     /* A page holds the updates that fit in one frame (at least one, so that
@@ -639,11 +694,7 @@ static void sync_done(struct op *op)
     size_t room = cfg_of(s)->max_frame_bytes - PAGE_FRAME_OVERHEAD, used = 0, fit = 0;
     for (; fit < n; fit++) {
         size_t i = fit;
-        msg_to_proto(&req->out.msgs[i], &msgs[i]);
-        parley__v1__update__init(&ups[i]);
-        ups[i].pts = req->out.msgs[i].pts;
-        ups[i].kind_case = PARLEY__V1__UPDATE__KIND_NEW_MESSAGE;
-        ups[i].new_message = &msgs[i];
+        update_to_proto(&req->out.msgs[i], req->in.sync.user, i, &ps, &ups[i]);
         upp[i] = &ups[i];
         size_t one = parley__v1__update__get_packed_size(&ups[i]) + PAGE_ENTRY_OVERHEAD;
         if (i > 0 && used + one > room)
@@ -661,7 +712,10 @@ static void sync_done(struct op *op)
     session_respond_to(op, &resp);
     free(upp);
     free(ups);
-    free(msgs);
+    free(ids_base);
+    free(ps.ttls);
+    free(ps.dels);
+    free(ps.msgs);
 }
 
 static void handle_history(struct session *s, uint64_t id, const Parley__V1__HistoryRequest *r)
@@ -964,6 +1018,8 @@ static void on_store_done(struct store_req *req)
                 start_get_bundle(op, peer);
             else if (op->method == METHOD_SEND_SECRET)
                 secret_send_start(op, peer);
+            else if (op->method == METHOD_SET_TTL)
+                expiry_set_ttl_start(op, peer);
             else
                 start_history(op, peer);
             if (!w->stopping && s->conn) {
@@ -1031,6 +1087,9 @@ static void done_ok(struct op *op)
     case METHOD_ACK_SECRET:
         secret_ack_done(op);
         break;
+    case METHOD_SET_TTL:
+        expiry_set_ttl_done(op);
+        break;
     default:
         break;
     }
@@ -1069,6 +1128,8 @@ static enum metrics_method method_of(const Parley__V1__Request *r)
         return METHOD_FETCH_SECRET;
     case PARLEY__V1__REQUEST__METHOD_ACK_SECRET:
         return METHOD_ACK_SECRET;
+    case PARLEY__V1__REQUEST__METHOD_SET_TTL:
+        return METHOD_SET_TTL;
     default:
         return METHOD_UNKNOWN;
     }
@@ -1144,6 +1205,9 @@ static void handle_request(struct session *s, const Parley__V1__Request *r)
         break;
     case METHOD_ACK_SECRET:
         secret_handle_ack(s, id, r->ack_secret);
+        break;
+    case METHOD_SET_TTL:
+        expiry_handle_set_ttl(s, id, r->set_ttl);
         break;
     case METHOD_PING: {
         Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;

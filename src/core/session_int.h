@@ -74,6 +74,7 @@ struct op {
     size_t owned_len;             /* bytes of owned */
     size_t owned_n;               /* entries at the start of owned (envelopes, ids) */
     unsigned limit;
+    uint32_t ttl_s;               /* set_ttl */
     uint8_t signature[SIGNATURE_LEN];
     uint8_t nonce[NONCE_LEN];
 };
@@ -116,5 +117,10 @@ void secret_handle_fetch(struct session *s, uint64_t id, const Parley__V1__Fetch
 void secret_fetch_done(struct op *op);
 void secret_handle_ack(struct session *s, uint64_t id, const Parley__V1__AckSecretRequest *r);
 void secret_ack_done(struct op *op);
+
+/* Auto-delete settings (expiry.c). */
+void expiry_handle_set_ttl(struct session *s, uint64_t id, const Parley__V1__SetTtlRequest *r);
+void expiry_set_ttl_start(struct op *op, uint64_t peer);
+void expiry_set_ttl_done(struct op *op);
 
 #endif

@@ -17,6 +17,9 @@
 #include <stdint.h>
 #include <uv.h>
 
+/* The database schema this build writes (PRAGMA user_version); older files
+ * are upgraded in place at open, newer ones refused. */
+#define STORE_SCHEMA_VERSION 4
 #define STORE_PUBKEY_LEN 32
 #define STORE_PAGE_MAX 1000
 /* Prekeys (secret chats): public keys in Signal's form, 0x05 || 32 bytes. */
@@ -28,6 +31,9 @@
 #define STORE_ENVELOPES_MAX 100      /* envelopes in one SECRET_SEND */
 #define STORE_ENVELOPE_BODY_MAX 32768
 #define STORE_ACK_MAX 1000           /* ids in one SECRET_ACK */
+/* Auto-delete (cloud chats). */
+#define STORE_TTL_MAX 31536000u      /* a chat's auto-delete time: at most a year */
+#define STORE_PURGE_MAX 1000         /* messages one PURGE deletes at most */
 
 struct store;      /* one per process; owns the writer thread */
 struct store_port; /* one per event loop that submits requests */
@@ -40,9 +46,18 @@ struct store_config {
     unsigned bulk_per_batch;   /* most bulk requests per transaction; 0: 64 */
 };
 
-/* One message row as seen from one account's log. Strings point into the
- * result block of the request and are NUL-terminated; they are valid from
- * the callback until store_req_reset() on that request. */
+/* What an entry of an account's update log is. */
+enum store_update_kind {
+    STORE_UPD_MESSAGE = 0,  /* a new message: the message fields */
+    STORE_UPD_DELETED = 1,  /* messages purged: ids, n_ids */
+    STORE_UPD_TTL = 2,      /* a chat's auto-delete changed: peer, ttl_s, by_peer */
+};
+
+/* One entry of an account's update log: a message row as seen from that
+ * account (kind MESSAGE; also the form of HISTORY and SEND results), or
+ * another kind of update. Strings and ids point into the result block of
+ * the request; strings are NUL-terminated; all are valid from the callback
+ * until store_req_reset() on that request. */
 struct store_msg {
     uint64_t id;             /* global, increasing */
     uint64_t from_user;
@@ -55,6 +70,21 @@ struct store_msg {
     const char *to_name;
     const char *text;
     size_t text_len;         /* bytes */
+    int64_t expires;         /* unix seconds when auto-delete removes it; 0: never */
+    enum store_update_kind kind; /* SYNC entries; MESSAGE elsewhere */
+    const uint8_t *ids;      /* DELETED: n_ids message ids, 8 bytes each, little-endian */
+    size_t n_ids;
+    uint64_t peer;           /* TTL: the other member of the chat */
+    uint32_t ttl_s;          /* TTL: the new setting, 0 off */
+    bool by_peer;            /* TTL: the peer changed it (else this account) */
+};
+
+/* What one PURGE did to one account's log. */
+struct store_purged {
+    uint64_t user_id;
+    uint64_t pts;           /* of the DELETED update appended */
+    const uint64_t *ids;    /* the messages deleted, increasing */
+    size_t n_ids;
 };
 
 /* A prekey: a one-time prekey, or a signed prekey with its signature. */
@@ -128,6 +158,8 @@ enum store_op {
     STORE_OP_SECRET_SEND,  /* in: secret; out: msg, duplicate, envs (or mismatches) */
     STORE_OP_SECRET_FETCH, /* in: fetch; out: envelopes, more */
     STORE_OP_SECRET_ACK,   /* in: ack; out: deleted */
+    STORE_OP_SET_TTL,      /* in: ttl; out: pts, to_pts */
+    STORE_OP_PURGE,        /* in: purge; out: purged, more */
 };
 
 struct store_req;
@@ -211,6 +243,15 @@ struct store_req {
             const uint64_t *ids; /* borrowed until the callback */
             size_t n_ids;        /* 1..STORE_ACK_MAX */
         } ack;
+        struct {
+            uint64_t user;   /* who sets it */
+            uint64_t peer;   /* the other member (may be user: notes to self) */
+            uint32_t ttl_s;  /* 0 (off) .. STORE_TTL_MAX */
+        } ttl;
+        struct {
+            int64_t now;     /* unix seconds: messages with expires <= now go */
+            unsigned limit;  /* 1..STORE_PURGE_MAX messages */
+        } purge;
     } in;
 
     /* Output, valid in the callback when status == 0. */
@@ -238,6 +279,8 @@ struct store_req {
         struct store_envelope *envelopes; /* SECRET_FETCH, oldest first */
         size_t n_envelopes;
         unsigned deleted;      /* SECRET_ACK */
+        struct store_purged *purged; /* PURGE: one per account touched */
+        size_t n_purged;
     } out;
 
     /* Private to the store. */
@@ -344,6 +387,17 @@ void store_port_close(struct store_port *port);
  *          unknown ids are ignored); deleted is how many went. The rows
  *          are overwritten in the file (secure_delete), and the write-ahead
  *          log is checkpointed and truncated once the writer is idle.
+ * SET_TTL  sets the auto-delete time of the chat of user and peer for
+ *          both (0: off); messages sent afterwards get expires = date +
+ *          ttl_s (SEND's msg.expires). Appends a TTL update to user's log
+ *          (pts) and, for another peer, to peer's (to_pts, by_peer set).
+ *          PARLEY_ENOUSER if peer does not exist.
+ * PURGE    deletes up to limit messages whose expires <= now, oldest
+ *          expiry first, found through an index on expires (never a
+ *          scan), with their update rows; appends one DELETED update with
+ *          their ids to the log of every account that had them (purged:
+ *          its pts and ids); more if further messages are already due.
+ *          When nothing is due it writes nothing and costs no fsync.
  * Any op: PARLEY_ESTORE if the database failed; a failing request does not
  * affect the others of its batch, a failing commit fails them all. */
 PL_NODISCARD int store_submit(struct store_port *port, struct store_req *req);

@@ -21,7 +21,7 @@
 #include "common/banned.h"
 
 #define MODULE "store"
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION STORE_SCHEMA_VERSION
 #define DEFAULT_MAX_BATCH 1024
 #define DEFAULT_MAX_QUEUE 65536
 #define DEFAULT_USER_CACHE (1u << 20)
@@ -106,12 +106,40 @@ static const char schema_v3_sql[] =
     "CREATE INDEX envelopes_client ON envelopes(from_user, client_id);"
     "PRAGMA user_version = 3;";
 
+/* Version 4: auto-delete. A message's expiry (0: never) with a partial
+ * index over the expiring ones, its pts in the recipient's log (so a purge
+ * finds both update rows), the chats' settings, and update kinds other
+ * than a new message. */
+static const char schema_v4_sql[] =
+    "ALTER TABLE messages ADD COLUMN expires INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE messages ADD COLUMN to_pts INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX messages_expiry ON messages(expires) WHERE expires > 0;"
+    "ALTER TABLE updates ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE updates ADD COLUMN arg INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE updates ADD COLUMN ids BLOB;"
+    "CREATE TABLE chat_ttl ("
+    " chat_lo INTEGER NOT NULL,"
+    " chat_hi INTEGER NOT NULL,"
+    " ttl_s INTEGER NOT NULL,"
+    " PRIMARY KEY (chat_lo, chat_hi)) WITHOUT ROWID;"
+    "CREATE INDEX chat_ttl_hi ON chat_ttl(chat_hi);"
+    "PRAGMA user_version = 4;";
+
 /* schema_steps[v] takes a database from version v to v + 1. */
 static const char *const schema_steps[SCHEMA_VERSION] = {schema_v1_sql, schema_v2_sql,
-                                                         schema_v3_sql};
+                                                         schema_v3_sql, schema_v4_sql};
+
+/* updates.kind: a new message (message_id), messages purged (ids: 8 bytes
+ * per id, little-endian), a chat's auto-delete set by this account or by
+ * the peer (message_id: the peer, arg: ttl_s). */
+#define UPD_MESSAGE 0
+#define UPD_DELETED 1
+#define UPD_TTL_SELF 2
+#define UPD_TTL_PEER 3
 /* clang-format on */
 
-/* Columns 0-8 of every message query; column 9 is the pts to report. */
+/* Columns 0-8 of every message query; column 9 is the pts to report and
+ * column 10 the expiry. */
 #define MSG_COLS                                                                                   \
     "m.id, m.from_user, m.from_device, m.to_user, m.client_id, m.date, m.text, fu.username, "      \
     "tu.username"
@@ -151,6 +179,14 @@ enum stmt_id {
     ST_ENV_SET_MESSAGE,
     ST_ENV_PAGE,
     ST_ENV_DELETE,
+    ST_TTL_GET,
+    ST_TTL_PUT,
+    ST_TTL_DELETE,
+    ST_UPDATE_INSERT_KIND,
+    ST_EXPIRED,
+    ST_UPDATE_DELETE,
+    ST_MSG_DELETE,
+    ST_NEXT_EXPIRY,
     ST_COUNT
 };
 
@@ -167,23 +203,29 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* A user's pts is the last of its update log; users.pts is a floor
      * for it, kept for logs whose newest rows are ever deleted. */
     [ST_USER_LOAD] = "SELECT u.username, max(u.pts, coalesce("
-                     "(SELECT max(p.pts) FROM updates p WHERE p.user_id = u.id), 0))"
+                     "(SELECT max(p.pts) FROM updates p WHERE p.user_id = u.id), 0)),"
+                     " EXISTS (SELECT 1 FROM chat_ttl t WHERE t.chat_lo = u.id)"
+                     " OR EXISTS (SELECT 1 FROM chat_ttl t WHERE t.chat_hi = u.id)"
                      " FROM users u WHERE u.id = ?1",
     [ST_DEVICE_INSERT] = "INSERT INTO devices (user_id, pubkey, created) VALUES (?1, ?2, ?3)",
     [ST_DEVICE_GET] = "SELECT d.user_id, u.username, d.pubkey FROM devices d"
                       " JOIN users u ON u.id = d.user_id WHERE d.id = ?1",
     [ST_DEVICE_SYNC_PTS] = "UPDATE devices SET sync_pts = ?3"
                            " WHERE id = ?1 AND user_id = ?2 AND sync_pts < ?3",
-    [ST_MSG_BY_CLIENT_ID] = "SELECT " MSG_COLS ", m.from_pts FROM messages m" MSG_JOIN
+    [ST_MSG_BY_CLIENT_ID] = "SELECT " MSG_COLS ", m.from_pts, m.expires FROM messages m" MSG_JOIN
                             " WHERE m.from_user = ?1 AND m.client_id = ?2",
     [ST_MSG_INSERT] = "INSERT INTO messages (from_user, from_device, to_user, client_id, date,"
-                      " text, chat_lo, chat_hi, from_pts)"
-                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                      " text, chat_lo, chat_hi, from_pts, expires, to_pts)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [ST_UPDATE_INSERT] = "INSERT INTO updates (user_id, pts, message_id) VALUES (?1, ?2, ?3)",
-    [ST_SYNC_PAGE] = "SELECT " MSG_COLS ", u.pts FROM updates u"
-                     " JOIN messages m ON m.id = u.message_id" MSG_JOIN
+    /* Other kinds of updates have no message: outer joins, columns 0-10
+     * NULL, then kind, arg, ids and message_id in 11-14. */
+    [ST_SYNC_PAGE] = "SELECT " MSG_COLS ", u.pts, m.expires, u.kind, u.arg, u.ids, u.message_id"
+                     " FROM updates u LEFT JOIN messages m ON u.kind = 0 AND m.id = u.message_id"
+                     " LEFT JOIN users fu ON fu.id = m.from_user"
+                     " LEFT JOIN users tu ON tu.id = m.to_user"
                      " WHERE u.user_id = ?1 AND u.pts > ?2 ORDER BY u.pts LIMIT ?3",
-    [ST_HISTORY_PAGE] = "SELECT " MSG_COLS ", 0 FROM messages m" MSG_JOIN
+    [ST_HISTORY_PAGE] = "SELECT " MSG_COLS ", 0, m.expires FROM messages m" MSG_JOIN
                         " WHERE m.chat_lo = ?1 AND m.chat_hi = ?2 AND m.id < ?3"
                         " ORDER BY m.id DESC LIMIT ?4",
     [ST_IDENTITY_GET] = "SELECT registration_id, key FROM identity_keys WHERE device_id = ?1",
@@ -219,6 +261,17 @@ static const char *const stmt_sql[ST_COUNT] = {
                     " JOIN users fu ON fu.id = e.from_user JOIN users tu ON tu.id = e.to_user"
                     " WHERE e.device_id = ?1 ORDER BY e.id LIMIT ?2",
     [ST_ENV_DELETE] = "DELETE FROM envelopes WHERE id = ?1 AND device_id = ?2",
+    [ST_TTL_GET] = "SELECT ttl_s FROM chat_ttl WHERE chat_lo = ?1 AND chat_hi = ?2",
+    [ST_TTL_PUT] = "INSERT OR REPLACE INTO chat_ttl (chat_lo, chat_hi, ttl_s) VALUES (?1, ?2, ?3)",
+    [ST_TTL_DELETE] = "DELETE FROM chat_ttl WHERE chat_lo = ?1 AND chat_hi = ?2",
+    [ST_UPDATE_INSERT_KIND] = "INSERT INTO updates (user_id, pts, message_id, kind, arg, ids)"
+                              " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    /* The partial index messages_expiry serves both: no scan. */
+    [ST_EXPIRED] = "SELECT id, from_user, to_user, from_pts, to_pts FROM messages"
+                   " WHERE expires > 0 AND expires <= ?1 ORDER BY expires, id LIMIT ?2",
+    [ST_UPDATE_DELETE] = "DELETE FROM updates WHERE user_id = ?1 AND pts = ?2",
+    [ST_MSG_DELETE] = "DELETE FROM messages WHERE id = ?1",
+    [ST_NEXT_EXPIRY] = "SELECT min(expires) FROM messages WHERE expires > 0",
 };
 
 /* A message being built: its string fields are offsets into the scratch
@@ -228,6 +281,7 @@ struct pending_msg {
     size_t from_off;
     size_t to_off;
     size_t text_off;
+    size_t ids_off; /* DELETED updates: the ids blob */
 };
 
 /* Writer-thread buffers, reused across requests so that a result costs one
@@ -245,6 +299,7 @@ struct scratch {
  * committed update, so that a send costs no user lookups or updates. */
 struct user_entry {
     uint64_t pts;
+    bool ttl_chats; /* some chat of this user may have auto-delete: look it up on send */
     char name[USERNAME_MAX + 1];
 };
 
@@ -268,6 +323,7 @@ struct store {
     struct store_stats stats;
 
     struct scratch scratch; /* writer thread only */
+    int64_t next_expiry;    /* writer thread only: no message expires before this; 0: unknown */
     bool scrub;             /* writer thread only: envelopes were deleted since the last
                                WAL truncation */
     struct u64map users;    /* writer thread only: user id -> struct user_entry */
@@ -396,6 +452,32 @@ static void scratch_msg_row(struct scratch *sc, sqlite3_stmt *s)
     pm->from_off = scratch_column_text(sc, s, 7);
     pm->to_off = scratch_column_text(sc, s, 8);
     pm->m.pts = column_u64(s, 9);
+    pm->m.expires = sqlite3_column_int64(s, 10);
+}
+
+/* Reads one row of the sync page: a message, or another kind of update. */
+static void scratch_update_row(struct scratch *sc, sqlite3_stmt *s)
+{
+    int kind = sqlite3_column_int(s, 11);
+    if (kind == UPD_MESSAGE) {
+        scratch_msg_row(sc, s);
+        return;
+    }
+    struct pending_msg *pm = scratch_msg(sc);
+    pm->m.pts = column_u64(s, 9);
+    pm->from_off = pm->to_off = pm->text_off = scratch_str(sc, "", 0);
+    if (kind == UPD_DELETED) {
+        const void *ids = sqlite3_column_blob(s, 13);
+        size_t n = ids ? (size_t)sqlite3_column_bytes(s, 13) / 8 : 0;
+        pm->m.kind = STORE_UPD_DELETED;
+        pm->m.n_ids = n;
+        pm->ids_off = scratch_str(sc, ids, n * 8);
+    } else {
+        pm->m.kind = STORE_UPD_TTL;
+        pm->m.ttl_s = (uint32_t)sqlite3_column_int64(s, 12);
+        pm->m.peer = column_u64(s, 14);
+        pm->m.by_peer = kind == UPD_TTL_PEER;
+    }
 }
 
 static void fix_strings(struct store_msg *m, const struct pending_msg *pm, const char *strs)
@@ -404,6 +486,7 @@ static void fix_strings(struct store_msg *m, const struct pending_msg *pm, const
     m->from_name = strs + pm->from_off;
     m->to_name = strs + pm->to_off;
     m->text = strs + pm->text_off;
+    m->ids = m->n_ids ? (const uint8_t *)strs + pm->ids_off : NULL;
 }
 
 /* Moves the scratch into one block owned by req: out.msgs for SYNC and
@@ -473,6 +556,7 @@ static int user_get(struct store *st, uint64_t id, struct user_entry **out)
             memcpy(e->name, name, len);
             e->name[len] = '\0';
             e->pts = column_u64(s, 1);
+            e->ttl_chats = sqlite3_column_int(s, 2) != 0;
             u64map_put(&st->users, id, e);
             *out = e;
         }
@@ -613,6 +697,23 @@ static int send_find_duplicate(struct store *st, struct store_req *req, bool *fo
     return ret;
 }
 
+/* The auto-delete time of the chat of a and b (0: off). */
+static int chat_ttl_get(struct store *st, uint64_t a, uint64_t b, uint32_t *ttl)
+{
+    sqlite3_stmt *s = st->stmt[ST_TTL_GET];
+    bind_u64(s, 1, PL_MIN(a, b));
+    bind_u64(s, 2, PL_MAX(a, b));
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    *ttl = 0;
+    if (rc == SQLITE_ROW)
+        *ttl = (uint32_t)sqlite3_column_int64(s, 0);
+    else if (rc != SQLITE_DONE)
+        ret = sql_fail(st, "ttl_get", rc);
+    sqlite3_reset(s);
+    return ret;
+}
+
 static int op_send(struct store *st, struct store_req *req)
 {
     const uint64_t from = req->in.send.from_user, to = req->in.send.to_user;
@@ -629,6 +730,10 @@ static int op_send(struct store *st, struct store_req *req)
     const uint64_t to_pts = to != from ? tu->pts + 1 : 0;
 
     int64_t date = req->in.send.date ? req->in.send.date : (int64_t)time(NULL);
+    uint32_t ttl = 0;
+    if ((fu->ttl_chats || tu->ttl_chats) && (ret = chat_ttl_get(st, from, to, &ttl)) != 0)
+        return ret;
+    const int64_t expires = ttl ? date + ttl : 0;
     const char *text = req->in.send.text ? req->in.send.text : "";
     size_t text_len = req->in.send.text_len;
     sqlite3_stmt *s = st->stmt[ST_MSG_INSERT];
@@ -641,6 +746,8 @@ static int op_send(struct store *st, struct store_req *req)
     bind_u64(s, 7, PL_MIN(from, to));
     bind_u64(s, 8, PL_MAX(from, to));
     bind_u64(s, 9, from_pts);
+    sqlite3_bind_int64(s, 10, expires);
+    bind_u64(s, 11, to_pts);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     if (rc == SQLITE_CONSTRAINT_UNIQUE) {
@@ -677,6 +784,9 @@ static int op_send(struct store *st, struct store_req *req)
     pm->m.client_id = req->in.send.client_id;
     pm->m.date = date;
     pm->m.pts = from_pts;
+    pm->m.expires = expires;
+    if (expires && (st->next_expiry == 0 || expires < st->next_expiry))
+        st->next_expiry = expires;
     pm->m.text_len = text_len;
     pm->text_off = scratch_str(sc, text, text_len);
     req->out.duplicate = false;
@@ -709,7 +819,7 @@ static int op_sync(struct store *st, struct store_req *req)
                 rc = SQLITE_DONE;
                 break;
             }
-            scratch_msg_row(&st->scratch, s);
+            scratch_update_row(&st->scratch, s);
         }
         if (rc != SQLITE_DONE)
             ret = sql_fail(st, "sync_page", rc);
@@ -1323,11 +1433,220 @@ static int op_secret_ack(struct store *st, struct store_req *req)
     return 0;
 }
 
-static bool op_writes(enum store_op op)
+/* ---- Auto-delete (writer thread) ---- */
+
+static int update_insert_kind(struct store *st, uint64_t user, uint64_t pts, uint64_t message_id,
+                              int kind, uint64_t arg, const void *ids, size_t ids_len)
 {
+    sqlite3_stmt *s = st->stmt[ST_UPDATE_INSERT_KIND];
+    bind_u64(s, 1, user);
+    bind_u64(s, 2, pts);
+    bind_u64(s, 3, message_id);
+    sqlite3_bind_int(s, 4, kind);
+    bind_u64(s, 5, arg);
+    if (ids)
+        sqlite3_bind_blob(s, 6, ids, (int)ids_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 6);
+    int rc = sqlite3_step(s);
+    int ret = rc == SQLITE_DONE ? 0 : sql_fail(st, "update_insert_kind", rc);
+    sqlite3_reset(s);
+    return ret;
+}
+
+/* Every refusal comes before the first write, as for SEND. */
+static int op_set_ttl(struct store *st, struct store_req *req)
+{
+    const uint64_t user = req->in.ttl.user, peer = req->in.ttl.peer;
+    const uint32_t ttl = req->in.ttl.ttl_s;
+    struct user_entry *ue, *pe;
+    users_reserve(st, 2);
+    int ret = user_get(st, peer, &pe);
+    if (ret == 0)
+        ret = user_get(st, user, &ue);
+    if (ret)
+        return ret;
+    sqlite3_stmt *s = st->stmt[ttl ? ST_TTL_PUT : ST_TTL_DELETE];
+    bind_u64(s, 1, PL_MIN(user, peer));
+    bind_u64(s, 2, PL_MAX(user, peer));
+    if (ttl)
+        sqlite3_bind_int64(s, 3, ttl);
+    if ((ret = step_write(st, s, "ttl_put", PARLEY_ESTORE)) != 0)
+        return ret;
+    const uint64_t pts = ue->pts + 1, to_pts = peer != user ? pe->pts + 1 : 0;
+    if ((ret = update_insert_kind(st, user, pts, peer, UPD_TTL_SELF, ttl, NULL, 0)) != 0)
+        return ret;
+    if (to_pts && (ret = update_insert_kind(st, peer, to_pts, user, UPD_TTL_PEER, ttl, NULL, 0)))
+        return ret;
+    ue->pts = pts;
+    if (to_pts)
+        pe->pts = to_pts;
+    if (ttl)
+        ue->ttl_chats = pe->ttl_chats = true;
+    req->out.pts = pts;
+    req->out.to_pts = to_pts;
+    return 0;
+}
+
+/* An expired message, and which account lost it (one entry per account). */
+struct purge_entry {
+    uint64_t user;
+    uint64_t id;
+};
+
+static int purge_entry_cmp(const void *a, const void *b)
+{
+    const struct purge_entry *x = a, *y = b;
+    if (x->user != y->user)
+        return x->user < y->user ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int delete_update(struct store *st, uint64_t user, uint64_t pts)
+{
+    sqlite3_stmt *s = st->stmt[ST_UPDATE_DELETE];
+    bind_u64(s, 1, user);
+    bind_u64(s, 2, pts);
+    return step_write(st, s, "update_delete", PARLEY_ESTORE);
+}
+
+/* Reads the earliest expiry left into st->next_expiry (INT64_MAX: none). */
+static int next_expiry_load(struct store *st)
+{
+    sqlite3_stmt *s = st->stmt[ST_NEXT_EXPIRY];
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW)
+        st->next_expiry = sqlite3_column_type(s, 0) == SQLITE_NULL ? INT64_MAX
+                                                                    : sqlite3_column_int64(s, 0);
+    else
+        ret = sql_fail(st, "next_expiry", rc);
+    sqlite3_reset(s);
+    return ret;
+}
+
+static bool purge_due(const struct store *st, const struct store_req *req)
+{
+    return st->next_expiry == 0 || req->in.purge.now >= st->next_expiry;
+}
+
+/* Builds PURGE's result block: the purged records, then their ids. */
+static void purge_result(struct store_req *req, const struct purge_entry *e, size_t n,
+                         const uint64_t *pts_of_user, size_t n_users)
+{
+    size_t head = n_users * sizeof(struct store_purged);
+    char *block = xmalloc(head + n * sizeof(uint64_t));
+    struct store_purged *out = (struct store_purged *)(void *)block;
+    uint64_t *ids = (uint64_t *)(void *)(block + head);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 || e[i].user != e[i - 1].user) {
+            out[u].user_id = e[i].user;
+            out[u].pts = pts_of_user[u];
+            out[u].ids = ids + i;
+            out[u].n_ids = 0;
+            u++;
+        }
+        ids[i] = e[i].id;
+        out[u - 1].n_ids++;
+    }
+    req->out.purged = out;
+    req->out.n_purged = n_users;
+    req->priv = block;
+}
+
+static int op_purge(struct store *st, struct store_req *req)
+{
+    if (!purge_due(st, req))
+        return 0;
+    const unsigned limit = req->in.purge.limit;
+    struct purge_entry *e = xmalloc(2 * (size_t)limit * sizeof(*e));
+    size_t n = 0, rows = 0;
+    sqlite3_stmt *s = st->stmt[ST_EXPIRED];
+    sqlite3_bind_int64(s, 1, req->in.purge.now);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)limit + 1);
+    int rc, ret = 0;
+    /* Rows are read before any is deleted: the statement stays valid. */
+    struct {
+        uint64_t id, from, to, from_pts, to_pts;
+    } *row = xmalloc((size_t)limit * sizeof(*row));
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (rows == limit) {
+            req->out.more = true;
+            rc = SQLITE_DONE;
+            break;
+        }
+        row[rows].id = column_u64(s, 0);
+        row[rows].from = column_u64(s, 1);
+        row[rows].to = column_u64(s, 2);
+        row[rows].from_pts = column_u64(s, 3);
+        row[rows].to_pts = column_u64(s, 4);
+        rows++;
+    }
+    if (rc != SQLITE_DONE)
+        ret = sql_fail(st, "expired", rc);
+    sqlite3_reset(s);
+
+    for (size_t i = 0; ret == 0 && i < rows; i++) {
+        if ((ret = delete_update(st, row[i].from, row[i].from_pts)) != 0)
+            break;
+        e[n++] = (struct purge_entry){row[i].from, row[i].id};
+        if (row[i].to != row[i].from) {
+            if (row[i].to_pts && (ret = delete_update(st, row[i].to, row[i].to_pts)) != 0)
+                break;
+            e[n++] = (struct purge_entry){row[i].to, row[i].id};
+        }
+        sqlite3_stmt *d = st->stmt[ST_MSG_DELETE];
+        bind_u64(d, 1, row[i].id);
+        ret = step_write(st, d, "msg_delete", PARLEY_ESTORE);
+    }
+    free(row);
+
+    /* One DELETED update per account, with its ids in increasing order;
+     * it is newer than any update row deleted above, so the account's pts
+     * never goes back. */
+    qsort(e, n, sizeof(*e), purge_entry_cmp);
+    uint64_t *pts = xmalloc((n ? n : 1) * sizeof(*pts));
+    uint8_t *blob = xmalloc((n ? n : 1) * 8);
+    size_t n_users = 0;
+    for (size_t i = 0; ret == 0 && i < n;) {
+        size_t j = i;
+        while (j < n && e[j].user == e[i].user)
+            j++;
+        for (size_t k = i; k < j; k++)
+            for (int b = 0; b < 8; b++)
+                blob[(k - i) * 8 + (size_t)b] = (uint8_t)(e[k].id >> (8 * b));
+        struct user_entry *ue;
+        users_reserve(st, 1);
+        if ((ret = user_get(st, e[i].user, &ue)) != 0)
+            break;
+        uint64_t p = ue->pts + 1;
+        ret = update_insert_kind(st, e[i].user, p, 0, UPD_DELETED, 0, blob, (j - i) * 8);
+        if (ret)
+            break;
+        ue->pts = p;
+        pts[n_users++] = p;
+        i = j;
+    }
+    free(blob);
+    if (ret == 0)
+        ret = next_expiry_load(st);
+    if (ret == 0 && n_users)
+        purge_result(req, e, n, pts, n_users);
+    free(pts);
+    free(e);
+    return ret;
+}
+
+/* Whether req may write; a purge writes only when something is due. */
+static bool op_writes(const struct store *st, const struct store_req *req)
+{
+    enum store_op op = req->op;
+    if (op == STORE_OP_PURGE)
+        return purge_due(st, req);
     return op == STORE_OP_SIGNUP || op == STORE_OP_SEND || op == STORE_OP_SYNC ||
            op == STORE_OP_UPLOAD_KEYS || op == STORE_OP_GET_BUNDLE ||
-           op == STORE_OP_SECRET_SEND || op == STORE_OP_SECRET_ACK;
+           op == STORE_OP_SECRET_SEND || op == STORE_OP_SECRET_ACK || op == STORE_OP_SET_TTL;
 }
 
 static int dispatch(struct store *st, struct store_req *req)
@@ -1357,6 +1676,10 @@ static int dispatch(struct store *st, struct store_req *req)
         return op_secret_fetch(st, req);
     case STORE_OP_SECRET_ACK:
         return op_secret_ack(st, req);
+    case STORE_OP_SET_TTL:
+        return op_set_ttl(st, req);
+    case STORE_OP_PURGE:
+        return op_purge(st, req);
     }
     return PARLEY_EINVAL;
 }
@@ -1384,7 +1707,7 @@ static int run_one(struct store *st, struct store_req *req, bool *lost)
                 *lost = true;
             if (exec_stmt(st, ST_RELEASE) != 0)
                 *lost = true;
-        } else if (status == PARLEY_ESTORE && op_writes(req->op)) {
+        } else if (status == PARLEY_ESTORE && op_writes(st, req)) {
             *lost = true; /* it may have written part of its rows */
         }
     }
@@ -1429,7 +1752,7 @@ static void run_batch(struct store *st, struct store_req *head, unsigned n)
 {
     bool write = false;
     for (struct store_req *r = head; r; r = r->next)
-        write = write || op_writes(r->op);
+        write = write || op_writes(st, r);
 
     if (exec_stmt(st, write ? ST_BEGIN_WRITE : ST_BEGIN_READ) != 0) {
         fail_all(head, PARLEY_ESTORE);
@@ -1450,6 +1773,7 @@ static void run_batch(struct store *st, struct store_req *head, unsigned n)
         log_error(MODULE, "event=batch_failed reqs=%u write=%d", n, write);
         fail_all(head, PARLEY_ESTORE);
         users_clear(st); /* it may hold pts of the rolled-back sends */
+        st->next_expiry = 0; /* and the expiry after a rolled-back purge */
         return;
     }
     log_debug(MODULE, "event=batch reqs=%u write=%d commit_us=%llu", n, write,
@@ -1457,7 +1781,8 @@ static void run_batch(struct store *st, struct store_req *head, unsigned n)
     if (!write)
         return;
     for (struct store_req *r = head; r; r = r->next)
-        if (r->op == STORE_OP_SECRET_ACK && r->status == 0 && r->out.deleted)
+        if (r->status == 0 && ((r->op == STORE_OP_SECRET_ACK && r->out.deleted) ||
+                               (r->op == STORE_OP_PURGE && r->out.n_purged)))
             st->scrub = true;
     uv_mutex_lock(&st->lock);
     st->stats.commits++;
@@ -1516,8 +1841,9 @@ static unsigned take(struct store_req **qh, struct store_req **qt, unsigned max,
     return n;
 }
 
-/* Acked envelopes are overwritten in the database (secure_delete), but
- * their pages stay in the write-ahead log until it is reused. Once the
+/* Acked envelopes and purged messages are overwritten in the database
+ * (secure_delete), but their pages stay in the write-ahead log until it is
+ * reused. Once the
  * writer has nothing queued, a TRUNCATE checkpoint copies the log into the
  * database and empties it, so that no copy of a delivered envelope is left
  * in either file. The writer's connection is the only one, so the
@@ -1889,6 +2215,14 @@ static int validate(const struct store_req *req)
                        req->in.ack.n_ids <= STORE_ACK_MAX
                    ? 0
                    : PARLEY_EINVAL;
+    case STORE_OP_SET_TTL:
+        return req->in.ttl.user && req->in.ttl.peer && req->in.ttl.ttl_s <= STORE_TTL_MAX
+                   ? 0
+                   : PARLEY_EINVAL;
+    case STORE_OP_PURGE:
+        return req->in.purge.limit >= 1 && req->in.purge.limit <= STORE_PURGE_MAX
+                   ? 0
+                   : PARLEY_EINVAL;
     }
     return PARLEY_EINVAL;
 }
@@ -1948,6 +2282,8 @@ void store_req_reset(struct store_req *req)
     req->out.n_mismatches = 0;
     req->out.envelopes = NULL;
     req->out.n_envelopes = 0;
+    req->out.purged = NULL;
+    req->out.n_purged = 0;
     req->out.msg.from_name = NULL;
     req->out.msg.to_name = NULL;
     req->out.msg.text = NULL;

@@ -1913,7 +1913,7 @@ static void test_version_1_database_upgrades_in_place(void **state)
 
     f->st = open_store(f->path, 0, 0);
     assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
-    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 3);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
 
     /* The old rows are there and the log goes on from them. */
     struct store_req req;
@@ -1964,7 +1964,7 @@ static const char v2_tables[] =
     "INSERT INTO one_time_prekeys VALUES (5, 1, " V2_KEY ");"
     "INSERT INTO one_time_prekeys VALUES (5, 2, " V2_KEY ");";
 
-static void test_version_2_database_upgrades_to_3_keeping_its_data(void **state)
+static void test_version_2_database_upgrades_keeping_its_data(void **state)
 {
     struct fixture *f = *state;
     store_port_close(f->port);
@@ -1987,7 +1987,7 @@ static void test_version_2_database_upgrades_to_3_keeping_its_data(void **state)
 
     f->st = open_store(f->path, 0, 0);
     assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
-    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 3);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
 
     /* The old rows are there: the message, the keys and their stock. */
     struct store_req req;
@@ -2027,7 +2027,7 @@ static void test_version_2_database_upgrades_to_3_keeping_its_data(void **state)
 
     /* Opening again finds version 3 and keeps the queue. */
     reopen(f, 0);
-    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 3);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
     assert_int_equal(queued_for(f, 5), 1);
 }
 
@@ -2039,7 +2039,9 @@ static void test_newer_schema_version_refuses_to_open(void **state)
     assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 4", NULL, NULL, NULL), SQLITE_OK);
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION + 1);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     struct store_config cfg = {.path = f->path};
     struct store *st = NULL;
@@ -2112,7 +2114,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_secret_submit_rejects_invalid_requests, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_version_1_database_upgrades_in_place, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_version_2_database_upgrades_to_3_keeping_its_data,
+        cmocka_unit_test_setup_teardown(test_version_2_database_upgrades_keeping_its_data,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_version_refuses_to_open, setup, teardown),
     };

@@ -79,7 +79,7 @@ static void touch_message(const Parley__V1__Message *m)
     if (!m)
         return;
     sink += m->id + m->from_user_id + m->to_user_id + (uint64_t)m->date + m->client_id +
-            m->from_device_id;
+            m->from_device_id + (uint64_t)m->expires;
     touch_str(m->from_username);
     touch_str(m->to_username);
     touch_bin(m->text);
@@ -93,6 +93,13 @@ static void touch_update(const Parley__V1__Update *u)
     switch (u->kind_case) {
     case PARLEY__V1__UPDATE__KIND_NEW_MESSAGE:
         touch_message(u->new_message);
+        break;
+    case PARLEY__V1__UPDATE__KIND_MESSAGES_DELETED:
+        touch_bytes(u->messages_deleted->ids,
+                    u->messages_deleted->n_ids * sizeof(*u->messages_deleted->ids));
+        break;
+    case PARLEY__V1__UPDATE__KIND_CHAT_TTL:
+        sink += u->chat_ttl->peer_user_id + u->chat_ttl->ttl_s + u->chat_ttl->by_user_id;
         break;
     case PARLEY__V1__UPDATE__KIND__NOT_SET:
         break;
@@ -195,6 +202,10 @@ static void touch_request(const Parley__V1__Request *r)
     case PARLEY__V1__REQUEST__METHOD_FETCH_SECRET:
         sink += r->fetch_secret->limit;
         break;
+    case PARLEY__V1__REQUEST__METHOD_SET_TTL:
+        touch_peer(r->set_ttl->peer);
+        sink += r->set_ttl->ttl_s;
+        break;
     case PARLEY__V1__REQUEST__METHOD_ACK_SECRET:
         touch_bytes(r->ack_secret->ids, r->ack_secret->n_ids * sizeof(*r->ack_secret->ids));
         break;
@@ -263,6 +274,9 @@ static void touch_response(const Parley__V1__Response *r)
         for (size_t i = 0; i < r->fetch_secret->n_envelopes; i++)
             touch_envelope(r->fetch_secret->envelopes[i]);
         sink += (uint64_t)r->fetch_secret->more;
+        break;
+    case PARLEY__V1__RESPONSE__RESULT_SET_TTL:
+        sink += r->set_ttl->ttl_s + r->set_ttl->pts;
         break;
     case PARLEY__V1__RESPONSE__RESULT_ACK_SECRET:
         sink += r->ack_secret->deleted;
