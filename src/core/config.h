@@ -45,6 +45,8 @@ struct config {
     unsigned store_max_batch;
     unsigned store_max_queue;
     unsigned store_user_cache; /* users whose name and pts the store writer keeps in memory */
+    /* [secret] */
+    unsigned envelope_days;    /* undelivered secret envelopes are deleted after this */
 };
 
 /* Fills defaults. */

@@ -136,6 +136,8 @@ static void publish_purged(struct worker *w, const struct store_req *req)
     }
     /* Each message counts once per account that had it (two for a chat). */
     atomic_fetch_add_explicit(&metrics.purged_messages, total, memory_order_relaxed);
+    atomic_fetch_add_explicit(&metrics.expired_envelopes, req->out.envelopes_expired,
+                              memory_order_relaxed);
     log_debug("core", "event=purge accounts=%zu entries=%zu", req->out.n_purged, total);
 }
 
@@ -168,6 +170,8 @@ static void purge_submit(struct worker *w)
     req->data = w;
     req->in.purge.now = (int64_t)time(NULL);
     req->in.purge.limit = STORE_PURGE_MAX;
+    req->in.purge.envelopes_before =
+        req->in.purge.now - (int64_t)w->conf->cfg.envelope_days * 86400;
     /* A refusal (queue full) is tried again at the next tick. */
     if (store_submit(w->store, req) != 0)
         return;

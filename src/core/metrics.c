@@ -142,6 +142,9 @@ char *metrics_render(struct server *srv, size_t *len)
     put(&o, "# HELP parley_purged_messages_total Messages deleted by auto-delete.\n"
             "# TYPE parley_purged_messages_total counter\nparley_purged_messages_total %llu\n",
         (unsigned long long)load(&metrics.purged_messages));
+    put(&o, "# HELP parley_expired_envelopes_total Secret envelopes deleted unacked, too old.\n"
+            "# TYPE parley_expired_envelopes_total counter\nparley_expired_envelopes_total %llu\n",
+        (unsigned long long)load(&metrics.expired_envelopes));
 
     struct store_stats st;
     store_stats(srv->store, &st);

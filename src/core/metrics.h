@@ -41,6 +41,7 @@ struct metrics {
     _Atomic uint64_t secret_envelopes; /* secret envelopes stored (one per device) */
     _Atomic uint64_t secret_acked;    /* secret envelopes deleted on ack */
     _Atomic uint64_t purged_messages; /* messages deleted by auto-delete */
+    _Atomic uint64_t expired_envelopes; /* secret envelopes deleted unacked, too old */
 };
 
 extern struct metrics metrics;

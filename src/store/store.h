@@ -250,7 +250,8 @@ struct store_req {
         } ttl;
         struct {
             int64_t now;     /* unix seconds: messages with expires <= now go */
-            unsigned limit;  /* 1..STORE_PURGE_MAX messages */
+            unsigned limit;  /* 1..STORE_PURGE_MAX messages (and as many envelopes) */
+            int64_t envelopes_before; /* envelopes dated before this go; 0: none */
         } purge;
     } in;
 
@@ -281,6 +282,7 @@ struct store_req {
         unsigned deleted;      /* SECRET_ACK */
         struct store_purged *purged; /* PURGE: one per account touched */
         size_t n_purged;
+        unsigned envelopes_expired; /* PURGE: undelivered envelopes deleted */
     } out;
 
     /* Private to the store. */
@@ -396,8 +398,11 @@ void store_port_close(struct store_port *port);
  *          expiry first, found through an index on expires (never a
  *          scan), with their update rows; appends one DELETED update with
  *          their ids to the log of every account that had them (purged:
- *          its pts and ids); more if further messages are already due.
- *          When nothing is due it writes nothing and costs no fsync.
+ *          its pts and ids); and up to limit secret envelopes dated before
+ *          envelopes_before, never acked (envelopes_expired; the sender is
+ *          not told: like Signal's server, the queue just forgets them).
+ *          more if further messages or envelopes are already due. When
+ *          nothing is due it writes nothing and costs no fsync.
  * Any op: PARLEY_ESTORE if the database failed; a failing request does not
  * affect the others of its batch, a failing commit fails them all. */
 PL_NODISCARD int store_submit(struct store_port *port, struct store_req *req);

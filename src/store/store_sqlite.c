@@ -123,6 +123,7 @@ static const char schema_v4_sql[] =
     " ttl_s INTEGER NOT NULL,"
     " PRIMARY KEY (chat_lo, chat_hi)) WITHOUT ROWID;"
     "CREATE INDEX chat_ttl_hi ON chat_ttl(chat_hi);"
+    "CREATE INDEX envelopes_date ON envelopes(date);"
     "PRAGMA user_version = 4;";
 
 /* schema_steps[v] takes a database from version v to v + 1. */
@@ -187,6 +188,8 @@ enum stmt_id {
     ST_UPDATE_DELETE,
     ST_MSG_DELETE,
     ST_NEXT_EXPIRY,
+    ST_ENV_EXPIRE,
+    ST_ENV_OLDEST,
     ST_COUNT
 };
 
@@ -272,6 +275,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_UPDATE_DELETE] = "DELETE FROM updates WHERE user_id = ?1 AND pts = ?2",
     [ST_MSG_DELETE] = "DELETE FROM messages WHERE id = ?1",
     [ST_NEXT_EXPIRY] = "SELECT min(expires) FROM messages WHERE expires > 0",
+    [ST_ENV_EXPIRE] = "DELETE FROM envelopes WHERE id IN (SELECT id FROM envelopes"
+                      " WHERE date < ?1 ORDER BY date LIMIT ?2)",
+    [ST_ENV_OLDEST] = "SELECT min(date) FROM envelopes",
 };
 
 /* A message being built: its string fields are offsets into the scratch
@@ -324,6 +330,7 @@ struct store {
 
     struct scratch scratch; /* writer thread only */
     int64_t next_expiry;    /* writer thread only: no message expires before this; 0: unknown */
+    int64_t oldest_envelope; /* writer thread only: no envelope is older; 0: unknown */
     bool scrub;             /* writer thread only: envelopes were deleted since the last
                                WAL truncation */
     struct u64map users;    /* writer thread only: user id -> struct user_entry */
@@ -1323,6 +1330,8 @@ static int op_secret_send(struct store *st, struct store_req *req)
         if ((ret = step_write(st, s, "env_insert", PARLEY_ESTORE)) != 0)
             break;
         refs[i].id = (uint64_t)sqlite3_last_insert_rowid(st->db);
+        if (st->oldest_envelope == 0 || date < st->oldest_envelope)
+            st->oldest_envelope = date;
         refs[i].device_id = envs[i].device_id;
         for (size_t k = 0; k < n_keyed; k++)
             if (keyed[k] == envs[i].device_id)
@@ -1525,9 +1534,45 @@ static int next_expiry_load(struct store *st)
     return ret;
 }
 
-static bool purge_due(const struct store *st, const struct store_req *req)
+static bool messages_due(const struct store *st, const struct store_req *req)
 {
     return st->next_expiry == 0 || req->in.purge.now >= st->next_expiry;
+}
+
+static bool envelopes_due(const struct store *st, const struct store_req *req)
+{
+    return req->in.purge.envelopes_before &&
+           (st->oldest_envelope == 0 || st->oldest_envelope < req->in.purge.envelopes_before);
+}
+
+static bool purge_due(const struct store *st, const struct store_req *req)
+{
+    return messages_due(st, req) || envelopes_due(st, req);
+}
+
+/* Deletes up to limit envelopes older than the request's bound, then
+ * reads the oldest date left (INT64_MAX: none). */
+static int expire_envelopes(struct store *st, struct store_req *req)
+{
+    sqlite3_stmt *s = st->stmt[ST_ENV_EXPIRE];
+    sqlite3_bind_int64(s, 1, req->in.purge.envelopes_before);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)req->in.purge.limit);
+    int ret = step_write(st, s, "env_expire", PARLEY_ESTORE);
+    if (ret)
+        return ret;
+    req->out.envelopes_expired = (unsigned)sqlite3_changes(st->db);
+    if (req->out.envelopes_expired == req->in.purge.limit)
+        req->out.more = true;
+    s = st->stmt[ST_ENV_OLDEST];
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        st->oldest_envelope = sqlite3_column_type(s, 0) == SQLITE_NULL
+                                  ? INT64_MAX
+                                  : sqlite3_column_int64(s, 0);
+    else
+        ret = sql_fail(st, "env_oldest", rc);
+    sqlite3_reset(s);
+    return ret;
 }
 
 /* Builds PURGE's result block: the purged records, then their ids. */
@@ -1557,7 +1602,12 @@ static void purge_result(struct store_req *req, const struct purge_entry *e, siz
 
 static int op_purge(struct store *st, struct store_req *req)
 {
-    if (!purge_due(st, req))
+    if (envelopes_due(st, req)) {
+        int ret = expire_envelopes(st, req);
+        if (ret)
+            return ret;
+    }
+    if (!messages_due(st, req))
         return 0;
     const unsigned limit = req->in.purge.limit;
     struct purge_entry *e = xmalloc(2 * (size_t)limit * sizeof(*e));
@@ -1774,6 +1824,7 @@ static void run_batch(struct store *st, struct store_req *head, unsigned n)
         fail_all(head, PARLEY_ESTORE);
         users_clear(st); /* it may hold pts of the rolled-back sends */
         st->next_expiry = 0; /* and the expiry after a rolled-back purge */
+        st->oldest_envelope = 0;
         return;
     }
     log_debug(MODULE, "event=batch reqs=%u write=%d commit_us=%llu", n, write,
@@ -1782,7 +1833,7 @@ static void run_batch(struct store *st, struct store_req *head, unsigned n)
         return;
     for (struct store_req *r = head; r; r = r->next)
         if (r->status == 0 && ((r->op == STORE_OP_SECRET_ACK && r->out.deleted) ||
-                               (r->op == STORE_OP_PURGE && r->out.n_purged)))
+                               (r->op == STORE_OP_PURGE && (r->out.n_purged || r->out.envelopes_expired))))
             st->scrub = true;
     uv_mutex_lock(&st->lock);
     st->stats.commits++;
