@@ -37,7 +37,8 @@ static int setup(void **state)
     (void)state;
     if (sodium_init() < 0)
         return -1;
-    return testserver_start_conf(&srv, "");
+    /* Debug logging: even at its most verbose, no body reaches the log. */
+    return testserver_start_conf(&srv, "[server]\nlog_level = debug\n");
 }
 
 static int teardown(void **state)
@@ -288,6 +289,13 @@ static void test_envelope_is_pushed_queued_and_gone_after_ack(void **state)
             usleep(100 * 1000);
     }
     assert_false(held);
+    /* Nor the server's log, raw or in hex. */
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", body[i]);
+    assert_false(file_holds(srv.err_path, (const uint8_t *)hex, 64));
+    for (size_t off = 0; off + 32 <= len; off += 1000)
+        assert_false(file_holds(srv.err_path, body + off, 32));
     char *m = raw_http_get(srv.port, "/metrics");
     assert_true(raw_metric(m, "parley_secret_envelopes_total") >= 1);
     assert_true(raw_metric(m, "parley_secret_acked_total") >= 1);
