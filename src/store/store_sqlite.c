@@ -792,8 +792,8 @@ static int op_send(struct store *st, struct store_req *req)
     pm->m.date = date;
     pm->m.pts = from_pts;
     pm->m.expires = expires;
-    if (expires && (st->next_expiry == 0 || expires < st->next_expiry))
-        st->next_expiry = expires;
+    if (expires && st->next_expiry != 0 && expires < st->next_expiry)
+        st->next_expiry = expires; /* 0 (unknown) stays: the next purge looks */
     pm->m.text_len = text_len;
     pm->text_off = scratch_str(sc, text, text_len);
     req->out.duplicate = false;
@@ -1330,8 +1330,8 @@ static int op_secret_send(struct store *st, struct store_req *req)
         if ((ret = step_write(st, s, "env_insert", PARLEY_ESTORE)) != 0)
             break;
         refs[i].id = (uint64_t)sqlite3_last_insert_rowid(st->db);
-        if (st->oldest_envelope == 0 || date < st->oldest_envelope)
-            st->oldest_envelope = date;
+        if (st->oldest_envelope != 0 && date < st->oldest_envelope)
+            st->oldest_envelope = date; /* 0 (unknown) stays: the next purge looks */
         refs[i].device_id = envs[i].device_id;
         for (size_t k = 0; k < n_keyed; k++)
             if (keyed[k] == envs[i].device_id)
@@ -1550,6 +1550,23 @@ static bool purge_due(const struct store *st, const struct store_req *req)
     return messages_due(st, req) || envelopes_due(st, req);
 }
 
+/* Reads the oldest envelope's date into st->oldest_envelope (INT64_MAX:
+ * none). */
+static int oldest_envelope_load(struct store *st)
+{
+    sqlite3_stmt *s = st->stmt[ST_ENV_OLDEST];
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW)
+        st->oldest_envelope = sqlite3_column_type(s, 0) == SQLITE_NULL
+                                  ? INT64_MAX
+                                  : sqlite3_column_int64(s, 0);
+    else
+        ret = sql_fail(st, "env_oldest", rc);
+    sqlite3_reset(s);
+    return ret;
+}
+
 /* Deletes up to limit envelopes older than the request's bound, then
  * reads the oldest date left (INT64_MAX: none). */
 static int expire_envelopes(struct store *st, struct store_req *req)
@@ -1563,16 +1580,7 @@ static int expire_envelopes(struct store *st, struct store_req *req)
     req->out.envelopes_expired = (unsigned)sqlite3_changes(st->db);
     if (req->out.envelopes_expired == req->in.purge.limit)
         req->out.more = true;
-    s = st->stmt[ST_ENV_OLDEST];
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW)
-        st->oldest_envelope = sqlite3_column_type(s, 0) == SQLITE_NULL
-                                  ? INT64_MAX
-                                  : sqlite3_column_int64(s, 0);
-    else
-        ret = sql_fail(st, "env_oldest", rc);
-    sqlite3_reset(s);
-    return ret;
+    return oldest_envelope_load(st);
 }
 
 /* Builds PURGE's result block: the purged records, then their ids. */
@@ -1637,45 +1645,55 @@ static int op_purge(struct store *st, struct store_req *req)
         ret = sql_fail(st, "expired", rc);
     sqlite3_reset(s);
 
+    /* Each account's pts is read before its newest update rows may be
+     * deleted: a reload after that (the cache may be cold or emptied)
+     * would compute it from what is left and hand out a used pts again. */
+    for (size_t i = 0; i < rows; i++) {
+        e[n++] = (struct purge_entry){row[i].from, row[i].id};
+        if (row[i].to != row[i].from)
+            e[n++] = (struct purge_entry){row[i].to, row[i].id};
+    }
+    qsort(e, n, sizeof(*e), purge_entry_cmp);
+    uint64_t *pts = xmalloc((n ? n : 1) * sizeof(*pts));
+    size_t n_users = 0;
+    for (size_t i = 0; ret == 0 && i < n; i++) {
+        if (i > 0 && e[i].user == e[i - 1].user)
+            continue;
+        struct user_entry *ue;
+        users_reserve(st, 1);
+        if ((ret = user_get(st, e[i].user, &ue)) == 0)
+            pts[n_users++] = ue->pts + 1;
+    }
+
     for (size_t i = 0; ret == 0 && i < rows; i++) {
         if ((ret = delete_update(st, row[i].from, row[i].from_pts)) != 0)
             break;
-        e[n++] = (struct purge_entry){row[i].from, row[i].id};
-        if (row[i].to != row[i].from) {
-            if (row[i].to_pts && (ret = delete_update(st, row[i].to, row[i].to_pts)) != 0)
-                break;
-            e[n++] = (struct purge_entry){row[i].to, row[i].id};
-        }
+        if (row[i].to != row[i].from && row[i].to_pts &&
+            (ret = delete_update(st, row[i].to, row[i].to_pts)) != 0)
+            break;
         sqlite3_stmt *d = st->stmt[ST_MSG_DELETE];
         bind_u64(d, 1, row[i].id);
         ret = step_write(st, d, "msg_delete", PARLEY_ESTORE);
     }
     free(row);
 
-    /* One DELETED update per account, with its ids in increasing order;
-     * it is newer than any update row deleted above, so the account's pts
-     * never goes back. */
-    qsort(e, n, sizeof(*e), purge_entry_cmp);
-    uint64_t *pts = xmalloc((n ? n : 1) * sizeof(*pts));
+    /* One DELETED update per account, with its ids in increasing order, at
+     * the pts read above: newer than any update row deleted, so the
+     * account's pts never goes back, and a later reload finds it. */
     uint8_t *blob = xmalloc((n ? n : 1) * 8);
-    size_t n_users = 0;
-    for (size_t i = 0; ret == 0 && i < n;) {
+    for (size_t i = 0, u = 0; ret == 0 && i < n; u++) {
         size_t j = i;
         while (j < n && e[j].user == e[i].user)
             j++;
         for (size_t k = i; k < j; k++)
             for (int b = 0; b < 8; b++)
                 blob[(k - i) * 8 + (size_t)b] = (uint8_t)(e[k].id >> (8 * b));
-        struct user_entry *ue;
-        users_reserve(st, 1);
-        if ((ret = user_get(st, e[i].user, &ue)) != 0)
-            break;
-        uint64_t p = ue->pts + 1;
-        ret = update_insert_kind(st, e[i].user, p, 0, UPD_DELETED, 0, blob, (j - i) * 8);
+        ret = update_insert_kind(st, e[i].user, pts[u], 0, UPD_DELETED, 0, blob, (j - i) * 8);
         if (ret)
             break;
-        ue->pts = p;
-        pts[n_users++] = p;
+        struct user_entry *ue = u64map_get(&st->users, e[i].user);
+        if (ue)
+            ue->pts = pts[u];
         i = j;
     }
     free(blob);
@@ -2050,6 +2068,9 @@ static int db_open(struct store *st, const char *path)
             return PARLEY_ESTORE;
         }
     }
+    /* What the first purge needs, so that it is a no-op when nothing is due. */
+    if ((ret = next_expiry_load(st)) != 0 || (ret = oldest_envelope_load(st)) != 0)
+        return ret;
     return 0;
 }
 

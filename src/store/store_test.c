@@ -2053,6 +2053,903 @@ static void test_newer_schema_version_refuses_to_open(void **state)
     f->port = NULL;
 }
 
+/* --- auto-delete ----------------------------------------------------------- */
+
+static void prep_ttl(struct store_req *req, uint64_t user, uint64_t peer, uint32_t ttl_s)
+{
+    memset(req, 0, sizeof(*req));
+    req->op = STORE_OP_SET_TTL;
+    req->in.ttl.user = user;
+    req->in.ttl.peer = peer;
+    req->in.ttl.ttl_s = ttl_s;
+}
+
+/* Sets the chat's auto-delete; *pts and *to_pts (either may be NULL) get
+ * the result. */
+static void set_ttl(struct fixture *f, uint64_t user, uint64_t peer, uint32_t ttl_s, uint64_t *pts,
+                    uint64_t *to_pts)
+{
+    struct store_req req;
+    prep_ttl(&req, user, peer, ttl_s);
+    assert_int_equal(run_req(f, &req), 0);
+    if (pts)
+        *pts = req.out.pts;
+    if (to_pts)
+        *to_pts = req.out.to_pts;
+    store_req_reset(&req);
+}
+
+static void prep_purge(struct store_req *req, int64_t now, unsigned limit)
+{
+    memset(req, 0, sizeof(*req));
+    req->op = STORE_OP_PURGE;
+    req->in.purge.now = now;
+    req->in.purge.limit = limit;
+}
+
+/* Sends text dated date; returns the result in *out (the caller resets it). */
+static void send_at(struct fixture *f, uint64_t from, uint64_t to, uint64_t client_id,
+                    const char *text, int64_t date, struct store_req *out)
+{
+    prep_send(out, from, to, client_id, text);
+    out->in.send.date = date;
+    assert_int_equal(run_req(f, out), 0);
+}
+
+/* Sends text dated date and returns its id and, in *expires, its expiry. */
+static uint64_t send_id(struct fixture *f, uint64_t from, uint64_t to, uint64_t client_id,
+                        int64_t date, int64_t *expires)
+{
+    struct store_req r;
+    send_at(f, from, to, client_id, "expiring", date, &r);
+    uint64_t id = r.out.msg.id;
+    if (expires)
+        *expires = r.out.msg.expires;
+    store_req_reset(&r);
+    return id;
+}
+
+/* Id i of a DELETED update: 8 bytes, little-endian. */
+static uint64_t deleted_id(const struct store_msg *m, size_t i)
+{
+    uint64_t v = 0;
+    for (int b = 7; b >= 0; b--)
+        v = (v << 8) | m->ids[i * 8 + (size_t)b];
+    return v;
+}
+
+/* Syncs all of user's log from from_pts into *r (the caller resets it). */
+static void sync_all(struct fixture *f, uint64_t user, uint64_t from_pts, struct store_req *r)
+{
+    prep_sync(r, user, 0, from_pts, STORE_PAGE_MAX);
+    assert_int_equal(run_req(f, r), 0);
+    assert_false(r->out.more);
+}
+
+/* The pts of user's log: SYNC's out.pts. */
+static uint64_t log_pts(struct fixture *f, uint64_t user)
+{
+    struct store_req r;
+    prep_sync(&r, user, 0, UINT64_MAX / 2, 1);
+    assert_int_equal(run_req(f, &r), 0);
+    uint64_t pts = r.out.pts;
+    store_req_reset(&r);
+    return pts;
+}
+
+/* The entry of out.purged for user; fails if there is none. */
+static const struct store_purged *purged_of(const struct store_req *r, uint64_t user)
+{
+    for (size_t i = 0; i < r->out.n_purged; i++)
+        if (r->out.purged[i].user_id == user)
+            return &r->out.purged[i];
+    fail_msg("user %llu not in the purge result", (unsigned long long)user);
+    return NULL;
+}
+
+static void assert_ids(const uint64_t *got, size_t n, const uint64_t *want, size_t n_want)
+{
+    assert_int_equal(n, n_want);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(got[i], want[i]);
+}
+
+/* The DELETED update m lists exactly want[0..n), in this order. */
+static void assert_deleted(const struct store_msg *m, const uint64_t *want, size_t n)
+{
+    assert_int_equal(m->kind, STORE_UPD_DELETED);
+    assert_int_equal(m->n_ids, n);
+    assert_non_null(m->ids);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(deleted_id(m, i), want[i]);
+}
+
+static void assert_ttl_update(const struct store_msg *m, uint64_t pts, uint64_t peer,
+                              uint32_t ttl_s, bool by_peer)
+{
+    assert_int_equal(m->kind, STORE_UPD_TTL);
+    assert_int_equal(m->pts, pts);
+    assert_int_equal(m->peer, peer);
+    assert_int_equal(m->ttl_s, ttl_s);
+    assert_int_equal(m->by_peer, by_peer);
+}
+
+/* How many messages HISTORY shows between user and peer. */
+static size_t history_count(struct fixture *f, uint64_t user, uint64_t peer)
+{
+    struct store_req r;
+    prep_history(&r, user, peer, 0, STORE_PAGE_MAX);
+    assert_int_equal(run_req(f, &r), 0);
+    size_t n = r.out.n_msgs;
+    store_req_reset(&r);
+    return n;
+}
+
+static void test_set_ttl_appends_an_update_to_both_logs(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    struct store_req r;
+    send_ok(f, alice, bob, 1, "before", &r);
+    store_req_reset(&r);
+
+    uint64_t pts = 0, to_pts = 0;
+    set_ttl(f, alice, bob, 60, &pts, &to_pts);
+    assert_int_equal(pts, 2);
+    assert_int_equal(to_pts, 2);
+
+    sync_all(f, alice, 0, &r);
+    assert_int_equal(r.out.pts, 2);
+    assert_int_equal(r.out.n_msgs, 2);
+    assert_int_equal(r.out.msgs[0].kind, STORE_UPD_MESSAGE);
+    assert_string_equal(r.out.msgs[0].text, "before");
+    assert_int_equal(r.out.msgs[0].expires, 0);
+    assert_ttl_update(&r.out.msgs[1], 2, bob, 60, false);
+    store_req_reset(&r);
+    sync_all(f, bob, 1, &r);
+    assert_int_equal(r.out.pts, 2);
+    assert_int_equal(r.out.n_msgs, 1);
+    assert_ttl_update(&r.out.msgs[0], 2, alice, 60, true);
+    store_req_reset(&r);
+
+    /* The peer turns it off: the same pair of updates, the other way. */
+    set_ttl(f, bob, alice, 0, &pts, &to_pts);
+    assert_int_equal(pts, 3);
+    assert_int_equal(to_pts, 3);
+    sync_all(f, bob, 2, &r);
+    assert_int_equal(r.out.n_msgs, 1);
+    assert_ttl_update(&r.out.msgs[0], 3, alice, 0, false);
+    store_req_reset(&r);
+    sync_all(f, alice, 2, &r);
+    assert_int_equal(r.out.n_msgs, 1);
+    assert_ttl_update(&r.out.msgs[0], 3, bob, 0, true);
+    store_req_reset(&r);
+
+    /* Notes to self: one update, in the one log. */
+    set_ttl(f, alice, alice, STORE_TTL_MAX, &pts, &to_pts);
+    assert_int_equal(pts, 4);
+    assert_int_equal(to_pts, 0);
+    sync_all(f, alice, 3, &r);
+    assert_int_equal(r.out.pts, 4);
+    assert_int_equal(r.out.n_msgs, 1);
+    assert_ttl_update(&r.out.msgs[0], 4, alice, STORE_TTL_MAX, false);
+    store_req_reset(&r);
+    assert_int_equal(log_pts(f, bob), 3);
+
+    /* No such peer: refused, and neither log moves. */
+    prep_ttl(&r, alice, bob + 1000, 60);
+    assert_int_equal(run_req(f, &r), PARLEY_ENOUSER);
+    prep_ttl(&r, bob + 1000, alice, 60);
+    assert_int_equal(run_req(f, &r), PARLEY_ENOUSER);
+    assert_int_equal(log_pts(f, alice), 4);
+    send_ok(f, alice, bob, 2, "after", &r);
+    assert_int_equal(r.out.msg.pts, 5);
+    assert_int_equal(r.out.to_pts, 4);
+    assert_int_equal(r.out.msg.expires, 0);
+    store_req_reset(&r);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM updates"), 9);
+}
+
+static void test_ttl_and_purge_submit_rejects_invalid_requests(void **state)
+{
+    struct fixture *f = *state;
+    struct store_req r;
+    prep_ttl(&r, 1, 2, STORE_TTL_MAX + 1);
+    assert_refused(f, &r);
+    prep_ttl(&r, 0, 2, 60);
+    assert_refused(f, &r);
+    prep_ttl(&r, 1, 0, 60);
+    assert_refused(f, &r);
+    prep_purge(&r, DATE, 0);
+    assert_refused(f, &r);
+    prep_purge(&r, DATE, STORE_PURGE_MAX + 1);
+    assert_refused(f, &r);
+
+    /* The largest of each is accepted. */
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    prep_ttl(&r, alice, bob, STORE_TTL_MAX);
+    assert_int_equal(run_req(f, &r), 0);
+    prep_purge(&r, DATE, STORE_PURGE_MAX);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_purged, 0);
+    store_req_reset(&r);
+}
+
+static void test_send_expires_only_in_the_chat_with_ttl(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    uint64_t carol = signup(f, "carol", 3, NULL);
+    struct store_req r;
+    int64_t expires = -1;
+    send_id(f, alice, bob, 1, DATE, &expires);
+    assert_int_equal(expires, 0);
+
+    set_ttl(f, alice, bob, 60, NULL, NULL);
+    send_at(f, alice, bob, 2, "hello", DATE + 5, &r);
+    assert_int_equal(r.out.msg.expires, DATE + 5 + 60);
+    assert_int_equal(r.out.msg.date, DATE + 5);
+    const uint64_t expiring = r.out.msg.id;
+    store_req_reset(&r);
+    /* The setting is the chat's: it holds for the peer's sends too. */
+    send_id(f, bob, alice, 3, DATE + 7, &expires);
+    assert_int_equal(expires, DATE + 7 + 60);
+    /* The store's clock dates the message: expires follows that date. */
+    prep_send(&r, alice, bob, 4, "now");
+    r.in.send.date = 0;
+    assert_int_equal(run_req(f, &r), 0);
+    assert_true(r.out.msg.date > 0);
+    assert_int_equal(r.out.msg.expires, r.out.msg.date + 60);
+    store_req_reset(&r);
+    /* A retry of the message sent before the setting stays as it was. */
+    send_at(f, alice, bob, 1, "retried", DATE + 9, &r);
+    assert_true(r.out.duplicate);
+    assert_int_equal(r.out.msg.expires, 0);
+    store_req_reset(&r);
+
+    /* Other chats of both members do not expire. */
+    send_id(f, alice, carol, 5, DATE, &expires);
+    assert_int_equal(expires, 0);
+    send_id(f, carol, bob, 6, DATE, &expires);
+    assert_int_equal(expires, 0);
+    send_id(f, bob, bob, 7, DATE, &expires);
+    assert_int_equal(expires, 0);
+
+    /* SYNC and HISTORY rows carry the expiry. */
+    sync_all(f, bob, 0, &r);
+    int64_t want_sync[] = {0, 0, DATE + 65, DATE + 67, -1, 0, 0};
+    assert_int_equal(r.out.n_msgs, 7);
+    for (size_t i = 0; i < 7; i++) {
+        if (i == 1 || i == 4)
+            continue; /* the TTL update; the message dated by the clock */
+        assert_int_equal(r.out.msgs[i].kind, STORE_UPD_MESSAGE);
+        assert_int_equal(r.out.msgs[i].expires, want_sync[i]);
+    }
+    assert_int_equal(r.out.msgs[1].kind, STORE_UPD_TTL);
+    store_req_reset(&r);
+    prep_history(&r, alice, bob, expiring + 1, 2);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_msgs, 2);
+    assert_int_equal(r.out.msgs[0].id, expiring);
+    assert_int_equal(r.out.msgs[0].expires, DATE + 65);
+    assert_int_equal(r.out.msgs[1].expires, 0);
+    store_req_reset(&r);
+
+    /* Turned off, new messages no longer expire; the old ones still do. */
+    set_ttl(f, bob, alice, 0, NULL, NULL);
+    send_id(f, alice, bob, 8, DATE + 20, &expires);
+    assert_int_equal(expires, 0);
+    send_id(f, bob, alice, 9, DATE + 20, &expires);
+    assert_int_equal(expires, 0);
+    prep_history(&r, bob, alice, expiring + 1, 1);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.msgs[0].expires, DATE + 65);
+    store_req_reset(&r);
+}
+
+/* The writer's cached "has chats with auto-delete" flag is lost whenever
+ * its tiny cache is emptied; reloaded, it must still find the setting, and
+ * never invent one. */
+static void test_ttl_chat_found_again_with_a_tiny_user_cache(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t u[4] = {signup(f, "ann", 1, NULL), signup(f, "ben", 2, NULL),
+                     signup(f, "cat", 3, NULL), signup(f, "dan", 4, NULL)};
+    reopen(f, 2);
+    /* ann-ben with ttl, cat-dan with ttl (set from the higher id), the
+     * other pairs without. */
+    set_ttl(f, u[0], u[1], 100, NULL, NULL);
+    set_ttl(f, u[3], u[2], 50, NULL, NULL);
+    for (int round = 0; round < 2; round++) {
+        uint64_t cid = 1000 * (uint64_t)(round + 1);
+        for (int a = 0; a < 4; a++) {
+            for (int b = 0; b < 4; b++) {
+                int64_t expires = -1;
+                send_id(f, u[a], u[b], cid++, DATE, &expires);
+                int64_t want = 0;
+                if ((a == 0 && b == 1) || (a == 1 && b == 0))
+                    want = DATE + 100;
+                else if ((a == 2 && b == 3) || (a == 3 && b == 2))
+                    want = DATE + 50;
+                if (expires != want)
+                    fail_msg("round %d, %d to %d: expires %lld, want %lld", round, a, b,
+                             (long long)expires, (long long)want);
+            }
+        }
+        reopen(f, 2); /* the second round starts with an empty cache */
+    }
+}
+
+static void test_purge_before_expiry_changes_nothing(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    set_ttl(f, alice, bob, 60, NULL, NULL);
+    int64_t expires;
+    send_id(f, alice, bob, 1, DATE, &expires);
+    assert_int_equal(expires, DATE + 60);
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", f->path);
+    struct stat before_wal, after_wal;
+    assert_int_equal(stat(wal, &before_wal), 0);
+    struct store_stats before, after;
+    store_stats(f->st, &before);
+
+    struct store_req r;
+    prep_purge(&r, DATE + 59, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_purged, 0);
+    assert_null(r.out.purged);
+    assert_false(r.out.more);
+    store_req_reset(&r);
+    prep_purge(&r, 0, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_purged, 0);
+    store_req_reset(&r);
+
+    /* No write transaction, nothing appended to the files. */
+    store_stats(f->st, &after);
+    assert_int_equal(after.commits, before.commits);
+    assert_int_equal(stat(wal, &after_wal), 0);
+    assert_int_equal(after_wal.st_size, before_wal.st_size);
+    assert_int_equal(history_count(f, alice, bob), 1);
+    assert_int_equal(log_pts(f, alice), 2);
+    assert_int_equal(log_pts(f, bob), 2);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM updates"), 4);
+}
+
+static void test_purge_deletes_due_messages_and_logs_their_ids(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    uint64_t carol = signup(f, "carol", 3, NULL);
+    set_ttl(f, alice, bob, 60, NULL, NULL); /* alice 1, bob 1 */
+    int64_t exp1, exp2;
+    uint64_t m1 = send_id(f, alice, bob, 1, DATE, &exp1);     /* alice 2, bob 2 */
+    uint64_t m2 = send_id(f, bob, alice, 2, DATE + 1, &exp2); /* alice 3, bob 3 */
+    uint64_t keep = send_id(f, alice, carol, 3, DATE, NULL);  /* alice 4, carol 1 */
+    assert_int_equal(exp1, DATE + 60);
+    assert_int_equal(exp2, DATE + 61);
+
+    /* Due exactly at its expiry, and due long after it. */
+    struct store_req r;
+    prep_purge(&r, DATE + 61, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_false(r.out.more);
+    assert_int_equal(r.out.n_purged, 2);
+    const uint64_t both[2] = {m1, m2};
+    const struct store_purged *pa = purged_of(&r, alice);
+    assert_int_equal(pa->pts, 5);
+    assert_ids(pa->ids, pa->n_ids, both, 2);
+    const struct store_purged *pb = purged_of(&r, bob);
+    assert_int_equal(pb->pts, 4);
+    assert_ids(pb->ids, pb->n_ids, both, 2);
+    store_req_reset(&r);
+    assert_null(r.out.purged);
+
+    /* The rows are gone; the other chat is untouched. */
+    assert_int_equal(history_count(f, alice, bob), 0);
+    assert_int_equal(history_count(f, alice, carol), 1);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages"), 1);
+
+    /* Each log lost its two message rows and gained one DELETED update. */
+    sync_all(f, alice, 0, &r);
+    assert_int_equal(r.out.pts, 5);
+    assert_int_equal(r.out.n_msgs, 3);
+    assert_ttl_update(&r.out.msgs[0], 1, bob, 60, false);
+    assert_int_equal(r.out.msgs[1].pts, 4);
+    assert_int_equal(r.out.msgs[1].kind, STORE_UPD_MESSAGE);
+    assert_int_equal(r.out.msgs[1].id, keep);
+    assert_int_equal(r.out.msgs[2].pts, 5);
+    assert_deleted(&r.out.msgs[2], both, 2);
+    store_req_reset(&r);
+    sync_all(f, bob, 0, &r);
+    assert_int_equal(r.out.pts, 4);
+    assert_int_equal(r.out.n_msgs, 2);
+    assert_ttl_update(&r.out.msgs[0], 1, alice, 60, true);
+    assert_int_equal(r.out.msgs[1].pts, 4);
+    assert_deleted(&r.out.msgs[1], both, 2);
+    store_req_reset(&r);
+    sync_all(f, carol, 0, &r);
+    assert_int_equal(r.out.n_msgs, 1);
+    assert_int_equal(r.out.msgs[0].kind, STORE_UPD_MESSAGE);
+    store_req_reset(&r);
+
+    /* Nothing is left to purge; the logs go on after the DELETED updates. */
+    prep_purge(&r, DATE + 10000, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_purged, 0);
+    store_req_reset(&r);
+    send_ok(f, bob, alice, 4, "next", &r);
+    assert_int_equal(r.out.msg.pts, 5);
+    assert_int_equal(r.out.to_pts, 6);
+    store_req_reset(&r);
+}
+
+static void test_purge_of_a_note_to_self_touches_one_log_once(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    set_ttl(f, alice, alice, 10, NULL, NULL);
+    uint64_t m = send_id(f, alice, alice, 1, DATE, NULL);
+    struct store_req r;
+    prep_purge(&r, DATE + 10, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_purged, 1);
+    assert_int_equal(r.out.purged[0].user_id, alice);
+    assert_int_equal(r.out.purged[0].pts, 3);
+    assert_ids(r.out.purged[0].ids, r.out.purged[0].n_ids, &m, 1);
+    store_req_reset(&r);
+    sync_all(f, alice, 0, &r);
+    assert_int_equal(r.out.n_msgs, 2);
+    assert_int_equal(r.out.msgs[0].kind, STORE_UPD_TTL);
+    assert_int_equal(r.out.msgs[1].pts, 3);
+    assert_deleted(&r.out.msgs[1], &m, 1);
+    store_req_reset(&r);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages"), 0);
+}
+
+static void test_purge_takes_the_oldest_expiry_first_and_reports_more(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    set_ttl(f, alice, bob, 60, NULL, NULL);
+    /* Sent newest date first: ids rise while expiries fall. */
+    uint64_t m[6];
+    for (int i = 0; i < 6; i++)
+        m[i] = send_id(f, alice, bob, (uint64_t)i + 1, DATE + 5 - i, NULL);
+    uint64_t later = send_id(f, alice, bob, 10, DATE + 100, NULL);
+
+    struct store_req r;
+    const uint64_t want[3][2] = {{m[4], m[5]}, {m[2], m[3]}, {m[0], m[1]}};
+    for (int p = 0; p < 3; p++) {
+        prep_purge(&r, DATE + 65, 2);
+        assert_int_equal(run_req(f, &r), 0);
+        assert_int_equal(r.out.more, p < 2);
+        assert_int_equal(r.out.n_purged, 2);
+        const struct store_purged *pa = purged_of(&r, alice);
+        assert_int_equal(pa->pts, 9 + (uint64_t)p);
+        assert_ids(pa->ids, pa->n_ids, want[p], 2);
+        const struct store_purged *pb = purged_of(&r, bob);
+        assert_int_equal(pb->pts, 9 + (uint64_t)p);
+        assert_ids(pb->ids, pb->n_ids, want[p], 2);
+        store_req_reset(&r);
+    }
+    /* The one due later stays until its time. */
+    prep_purge(&r, DATE + 159, 2);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_purged, 0);
+    assert_false(r.out.more);
+    store_req_reset(&r);
+    assert_int_equal(history_count(f, bob, alice), 1);
+    prep_purge(&r, DATE + 160, 2);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_false(r.out.more);
+    assert_int_equal(r.out.n_purged, 2);
+    assert_ids(purged_of(&r, bob)->ids, purged_of(&r, bob)->n_ids, &later, 1);
+    assert_int_equal(purged_of(&r, bob)->pts, 12);
+    store_req_reset(&r);
+    assert_int_equal(history_count(f, bob, alice), 0);
+
+    /* Bob's log: the TTL update, then four DELETED updates, nothing else. */
+    sync_all(f, bob, 0, &r);
+    assert_int_equal(r.out.pts, 12);
+    assert_int_equal(r.out.n_msgs, 5);
+    assert_int_equal(r.out.msgs[0].kind, STORE_UPD_TTL);
+    for (size_t i = 1; i < 5; i++) {
+        assert_int_equal(r.out.msgs[i].pts, 8 + i);
+        assert_int_equal(r.out.msgs[i].kind, STORE_UPD_DELETED);
+    }
+    assert_deleted(&r.out.msgs[1], want[0], 2);
+    assert_deleted(&r.out.msgs[4], &later, 1);
+    store_req_reset(&r);
+}
+
+/* A purge may delete the newest rows of a log: the log never goes back to
+ * a pts it has used, neither in this run nor after a restart. */
+static void test_pts_continue_after_a_purge_and_a_reopen(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    set_ttl(f, alice, bob, 60, NULL, NULL); /* 1, 1 */
+    send_id(f, alice, bob, 1, DATE, NULL);  /* 2, 2 */
+    send_id(f, alice, bob, 2, DATE, NULL);  /* 3, 3 */
+    struct store_req r;
+    prep_purge(&r, DATE + 60, 10); /* 4, 4 */
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(purged_of(&r, alice)->pts, 4);
+    store_req_reset(&r);
+    send_ok(f, alice, bob, 3, "after", &r);
+    assert_int_equal(r.out.msg.pts, 5);
+    assert_int_equal(r.out.to_pts, 5);
+    store_req_reset(&r);
+
+    /* The message just sent expires too; purged, it leaves the DELETED
+     * update as the newest row of each log. */
+    prep_purge(&r, DATE + 100000000, 10); /* 6, 6 */
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_purged, 2);
+    assert_int_equal(purged_of(&r, bob)->pts, 6);
+    store_req_reset(&r);
+    reopen(f, 0);
+    set_ttl(f, bob, alice, 0, NULL, NULL);     /* 7, 7 */
+    send_ok(f, bob, alice, 4, "reopened", &r); /* 8, 8 */
+    assert_int_equal(r.out.msg.pts, 8);
+    assert_int_equal(r.out.to_pts, 8);
+    store_req_reset(&r);
+    /* Alice's log: the message at 5 was purged, its DELETED update is 6. */
+    sync_all(f, alice, 0, &r);
+    assert_int_equal(r.out.pts, 8);
+    assert_int_equal(r.out.n_msgs, 5);
+    const uint64_t pts[] = {1, 4, 6, 7, 8};
+    const enum store_update_kind kinds[] = {STORE_UPD_TTL, STORE_UPD_DELETED, STORE_UPD_DELETED,
+                                            STORE_UPD_TTL, STORE_UPD_MESSAGE};
+    for (size_t i = 0; i < 5; i++) {
+        assert_int_equal(r.out.msgs[i].pts, pts[i]);
+        assert_int_equal(r.out.msgs[i].kind, kinds[i]);
+    }
+    store_req_reset(&r);
+}
+
+/* Closes the fixture's store and port, leaving the files to the test. */
+static void close_store(struct fixture *f)
+{
+    store_port_close(f->port);
+    store_close(f->st);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    f->st = NULL;
+    f->port = NULL;
+}
+
+static void test_purge_query_uses_the_expiry_index(void **state)
+{
+    struct fixture *f = *state;
+    close_store(f);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "EXPLAIN QUERY PLAN SELECT id, from_user, to_user,"
+                                        " from_pts, to_pts FROM messages WHERE expires > 0 AND"
+                                        " expires <= 123 ORDER BY expires, id LIMIT 5",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    bool uses_index = false;
+    int rows = 0, rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *detail = (const char *)sqlite3_column_text(s, 3);
+        assert_non_null(detail);
+        rows++;
+        uses_index = uses_index || strstr(detail, "messages_expiry") != NULL;
+        if (strstr(detail, "SCAN messages") && !strstr(detail, "USING"))
+            fail_msg("the purge query scans the table: %s", detail);
+    }
+    assert_int_equal(rc, SQLITE_DONE);
+    assert_true(rows > 0);
+    assert_true(uses_index);
+    sqlite3_finalize(s);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    f->st = open_store(f->path, 0, 0);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+}
+
+/* Random hex text of n characters, NUL-terminated (buf holds n + 1). */
+static void random_text(char *buf, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t *raw = malloc(n);
+    assert_non_null(raw);
+    random_bytes(raw, n);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = hex[raw[i] & 15];
+    buf[n] = '\0';
+    free(raw);
+}
+
+#define BIG_TEXT 12000 /* bytes: spills into overflow pages */
+
+static void test_purged_text_leaves_no_copy_in_the_files(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", f->path);
+    char pat[65];
+    random_text(pat, 64);
+    char *big = malloc(BIG_TEXT + 1);
+    assert_non_null(big);
+    random_text(big, BIG_TEXT);
+    const uint8_t *big_mid = (const uint8_t *)big + BIG_TEXT / 2;
+
+    set_ttl(f, alice, bob, 30, NULL, NULL);
+    struct store_req r;
+    send_at(f, alice, bob, 1, pat, DATE, &r);
+    store_req_reset(&r);
+    send_at(f, bob, alice, 2, big, DATE, &r);
+    store_req_reset(&r);
+    /* Stored, the texts are in the files: the search can find them. */
+    assert_true(file_has(f->path, (const uint8_t *)pat, 64) ||
+                file_has(wal, (const uint8_t *)pat, 64));
+    assert_true(file_has(f->path, big_mid, 64) || file_has(wal, big_mid, 64));
+
+    prep_purge(&r, DATE + 30, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_purged, 2);
+    assert_int_equal(purged_of(&r, alice)->n_ids, 2);
+    store_req_reset(&r);
+
+    /* Idle after the purge, the writer checkpoints and truncates the log;
+     * it gets nothing more to do, so this is a wait, not a race. */
+    struct stat sb;
+    uint64_t deadline = uv_hrtime() + 10ull * 1000 * 1000 * 1000;
+    while (stat(wal, &sb) == 0 && sb.st_size > 0 && uv_hrtime() < deadline)
+        usleep(10 * 1000);
+    if (stat(wal, &sb) == 0 && sb.st_size > 0)
+        fail_msg("the -wal file still has %lld bytes with the writer idle after a purge",
+                 (long long)sb.st_size);
+    assert_false(file_has(wal, (const uint8_t *)pat, 64));
+    assert_false(file_has(f->path, (const uint8_t *)pat, 64));
+    assert_false(file_has(wal, big_mid, 64));
+    assert_false(file_has(f->path, big_mid, 64));
+
+    close_store(f);
+    assert_false(file_has(f->path, (const uint8_t *)pat, 64));
+    assert_false(file_has(wal, (const uint8_t *)pat, 64));
+    assert_false(file_has(f->path, big_mid, 64));
+    assert_false(file_has(wal, big_mid, 64));
+    assert_int_equal(query_int_readonly(f->path, "SELECT count(*) FROM messages"), 0);
+    free(big);
+    f->st = open_store(f->path, 0, 0);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+}
+
+/* The version 3 tables as the third release created them, with a queued
+ * envelope for the old device, and bob with a message from olduser. */
+static const char v3_tables[] =
+    "CREATE TABLE envelopes (id INTEGER PRIMARY KEY AUTOINCREMENT, device_id INTEGER NOT NULL,"
+    " message_id INTEGER NOT NULL, from_user INTEGER NOT NULL, from_device INTEGER NOT NULL,"
+    " to_user INTEGER NOT NULL, client_id INTEGER NOT NULL, type INTEGER NOT NULL,"
+    " date INTEGER NOT NULL, body BLOB NOT NULL);"
+    "CREATE INDEX envelopes_device ON envelopes(device_id, id);"
+    "CREATE INDEX envelopes_client ON envelopes(from_user, client_id);"
+    "PRAGMA user_version = 3;"
+    "INSERT INTO users (id, username, created, pts) VALUES (2, 'bob', 1, 0);"
+    "INSERT INTO devices (id, user_id, pubkey, created) VALUES (6, 2, randomblob(32), 1);"
+    "INSERT INTO messages VALUES (4, 1, 5, 2, 78, 1700000001, 'to bob in v3', 1, 2, 2);"
+    "INSERT INTO updates VALUES (1, 2, 4);"
+    "INSERT INTO updates VALUES (2, 1, 4);"
+    "INSERT INTO envelopes VALUES (9, 5, 9, 2, 6, 1, 1, 3, 1700000002, X'0a0b0c');";
+
+static void test_version_3_database_upgrades_keeping_messages_and_envelopes(void **state)
+{
+    struct fixture *f = *state;
+    close_store(f);
+    static const char *const names[] = {"parley.db", "parley.db-wal", "parley.db-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char p[160];
+        snprintf(p, sizeof(p), "%s/%s", f->dir, names[i]);
+        unlink(p);
+    }
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    char *err = NULL;
+    if (sqlite3_exec(db, v1_schema, NULL, NULL, &err) != SQLITE_OK ||
+        sqlite3_exec(db, v2_tables, NULL, NULL, &err) != SQLITE_OK ||
+        sqlite3_exec(db, v3_tables, NULL, NULL, &err) != SQLITE_OK)
+        fail_msg("v3 schema: %s", err);
+    sqlite3_close(db);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 3);
+
+    f->st = open_store(f->path, 0, 0);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+
+    /* The old messages are there, as messages that never expire. */
+    struct store_req r;
+    sync_all(f, 1, 0, &r);
+    assert_int_equal(r.out.pts, 2);
+    assert_int_equal(r.out.n_msgs, 2);
+    assert_string_equal(r.out.msgs[0].text, "from v1");
+    assert_string_equal(r.out.msgs[1].text, "to bob in v3");
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(r.out.msgs[i].kind, STORE_UPD_MESSAGE);
+        assert_int_equal(r.out.msgs[i].expires, 0);
+    }
+    store_req_reset(&r);
+    prep_history(&r, 2, 1, 0, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_msgs, 1);
+    assert_int_equal(r.out.msgs[0].id, 4);
+    assert_int_equal(r.out.msgs[0].expires, 0);
+    store_req_reset(&r);
+
+    /* The queued envelope too. */
+    prep_fetch(&r, 5, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_envelopes, 1);
+    assert_int_equal(r.out.envelopes[0].id, 9);
+    assert_string_equal(r.out.envelopes[0].from_name, "bob");
+    assert_int_equal(r.out.envelopes[0].body_len, 3);
+    assert_memory_equal(r.out.envelopes[0].body, "\x0a\x0b\x0c", 3);
+    store_req_reset(&r);
+
+    /* Auto-delete works on the old chat and leaves the old messages. */
+    uint64_t pts = 0, to_pts = 0;
+    set_ttl(f, 2, 1, 10, &pts, &to_pts);
+    assert_int_equal(pts, 2);
+    assert_int_equal(to_pts, 3);
+    uint64_t m = send_id(f, 1, 2, 79, DATE, NULL);
+    prep_purge(&r, INT64_MAX, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_purged, 2);
+    assert_ids(purged_of(&r, 1)->ids, purged_of(&r, 1)->n_ids, &m, 1);
+    assert_int_equal(purged_of(&r, 1)->pts, 5);
+    assert_int_equal(purged_of(&r, 2)->pts, 4);
+    store_req_reset(&r);
+    assert_int_equal(history_count(f, 1, 2), 1);
+    assert_int_equal(history_count(f, 1, 1), 1);
+
+    reopen(f, 0);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+    assert_int_equal(queued_for(f, 5), 1);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM messages"), 2);
+}
+
+
+/* With a tiny user cache an account is reloaded during the purge: its pts
+ * must come from before its newest update row is deleted, never reused. */
+static void test_purge_with_a_tiny_user_cache_never_reuses_a_pts(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    reopen(f, 2);
+    set_ttl(f, alice, bob, 60, NULL, NULL);  /* 1, 1 */
+    send_id(f, alice, bob, 1, DATE, NULL);   /* 2, 2 */
+    struct store_req r;
+    prep_purge(&r, DATE + 60, 10);           /* 3, 3 */
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_purged, 2);
+    uint64_t pa = purged_of(&r, alice)->pts, pb = purged_of(&r, bob)->pts;
+    store_req_reset(&r);
+    assert_int_equal(pa, 3);
+    assert_int_equal(pb, 3);
+}
+
+/* After a reopen, a send that expires later than a message from before
+ * the reopen must not hide that message's earlier expiry from the purge. */
+static void test_purge_after_a_reopen_finds_older_due_messages(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    uint64_t carol = signup(f, "carol", 3, NULL);
+    set_ttl(f, alice, bob, 10, NULL, NULL);
+    uint64_t m = send_id(f, alice, bob, 1, DATE, NULL); /* expires DATE + 10 */
+    reopen(f, 0);
+    set_ttl(f, alice, carol, 1000, NULL, NULL);
+    send_id(f, alice, carol, 2, DATE, NULL); /* expires DATE + 1000 */
+    struct store_req r;
+    prep_purge(&r, DATE + 500, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    size_t n = r.out.n_purged;
+    store_req_reset(&r);
+    assert_int_equal(n, 2);
+    assert_int_equal(history_count(f, alice, bob), 0);
+    (void)m;
+}
+
+/* The same without a small cache: after a restart nothing is cached, and
+ * the DELETED update still gets a new pts. */
+static void test_purge_after_a_restart_never_reuses_a_pts(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    set_ttl(f, alice, bob, 60, NULL, NULL); /* 1, 1 */
+    send_id(f, alice, bob, 1, DATE, NULL);  /* 2, 2 */
+    reopen(f, 0);
+    struct store_req r;
+    prep_purge(&r, DATE + 60, 10); /* 3, 3 */
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_purged, 2);
+    uint64_t pa = purged_of(&r, alice)->pts, pb = purged_of(&r, bob)->pts;
+    store_req_reset(&r);
+    assert_int_equal(pa, 3);
+    assert_int_equal(pb, 3);
+}
+
+static void test_first_purge_after_open_with_nothing_due_commits_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct store_stats before, after;
+    store_stats(f->st, &before);
+    struct store_req r;
+    prep_purge(&r, DATE, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_purged, 0);
+    store_stats(f->st, &after);
+    assert_int_equal(after.commits, before.commits);
+}
+
+/* Envelopes no device took before the bound go with a purge, oldest first,
+ * a limit at a time; newer ones stay; a reopen finds the oldest again. */
+static void test_purge_expires_undelivered_envelopes(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a1, b1;
+    uint64_t alice = signup(f, "alice", 1, &a1);
+    uint64_t bob = signup(f, "bob", 2, &b1);
+    give_keys(f, a1);
+    give_keys(f, b1);
+    static const uint8_t body[] = {0x33, 1, 2, 3};
+    struct store_envelope_in env;
+    fill_envs(&env, &b1, 1, body, sizeof(body), 3);
+    struct store_req r;
+    for (uint64_t i = 0; i < 3; i++) { /* dated DATE, DATE + 1, DATE + 2 */
+        prep_secret(&r, alice, a1, bob, 100 + i, &env, 1);
+        r.in.secret.date = DATE + (int64_t)i;
+        assert_int_equal(run_req(f, &r), 0);
+        store_req_reset(&r);
+    }
+    prep_secret(&r, alice, a1, bob, 200, &env, 1);
+    r.in.secret.date = DATE + 1000;
+    assert_int_equal(run_req(f, &r), 0);
+    store_req_reset(&r);
+    assert_int_equal(queued_for(f, b1), 4);
+
+    /* A bound at or before the oldest changes nothing. */
+    prep_purge(&r, DATE + 5000, 10);
+    r.in.purge.envelopes_before = DATE;
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.envelopes_expired, 0);
+    store_req_reset(&r);
+    assert_int_equal(queued_for(f, b1), 4);
+
+    reopen(f, 0);
+    prep_purge(&r, DATE + 5000, 2);
+    r.in.purge.envelopes_before = DATE + 500;
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.envelopes_expired, 2);
+    assert_true(r.out.more);
+    store_req_reset(&r);
+    prep_purge(&r, DATE + 5000, 2);
+    r.in.purge.envelopes_before = DATE + 500;
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.envelopes_expired, 1);
+    assert_false(r.out.more);
+    store_req_reset(&r);
+    assert_int_equal(queued_for(f, b1), 1);
+}
+
 int main(void)
 {
     log_threshold = LOG_LEVEL_WARN;
@@ -2116,7 +3013,34 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_version_1_database_upgrades_in_place, setup, teardown),
         cmocka_unit_test_setup_teardown(test_version_2_database_upgrades_keeping_its_data,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_with_a_tiny_user_cache_never_reuses_a_pts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_after_a_reopen_finds_older_due_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_after_a_restart_never_reuses_a_pts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_first_purge_after_open_with_nothing_due_commits_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_expires_undelivered_envelopes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_version_refuses_to_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_ttl_appends_an_update_to_both_logs, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_ttl_and_purge_submit_rejects_invalid_requests, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_send_expires_only_in_the_chat_with_ttl, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_ttl_chat_found_again_with_a_tiny_user_cache, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_purge_before_expiry_changes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_deletes_due_messages_and_logs_their_ids, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_purge_of_a_note_to_self_touches_one_log_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_purge_takes_the_oldest_expiry_first_and_reports_more,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pts_continue_after_a_purge_and_a_reopen, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_purge_query_uses_the_expiry_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_purged_text_leaves_no_copy_in_the_files, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_version_3_database_upgrades_keeping_messages_and_envelopes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
