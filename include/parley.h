@@ -106,6 +106,11 @@ struct parley_msg {
     size_t text_len;     /* bytes */
     bool outgoing;       /* sent by this account */
     bool duplicate;      /* from parley_send: the client id was used before */
+    bool secret;         /* end-to-end encrypted (a secret chat): id is the message id
+                            shared by the envelopes of the send; pts 0; client_id 0 when
+                            received */
+    bool identity_changed; /* secret: the sending device's identity key changed and is not
+                              accepted (parley_verify_accept) */
 };
 
 /* Returns 0 to go on, non-zero to stop the call that invoked it. It must
@@ -149,7 +154,9 @@ PARLEY_API int parley_send(struct parley *p, const char *peer, const char *text,
                 uint64_t client_id, struct parley_msg *out);
 
 /* Delivers everything new since this device's last sync, oldest first and
- * each exactly once, then persists the new sync position. If nothing was
+ * each exactly once, then persists the new sync position; then this
+ * device's secret messages (secret set), each stored in the home before
+ * it is delivered and acked to the server after. If nothing was
  * new, waits up to timeout_ms (-1: forever, 0: not at all) for the first
  * live message. With follow, keeps delivering live messages until
  * timeout_ms passes, cb returns non-zero, or the connection fails; on a gap
@@ -169,6 +176,63 @@ PARLEY_API const char *parley_server_url(const struct parley *p);
 /* The retry_after_ms the server sent with the last failed call's error
  * (PARLEY_ERATE_LIMITED, PARLEY_EBUSY), or 0. */
 PARLEY_API unsigned parley_retry_after_ms(const struct parley *p);
+
+/* Secret chats: end-to-end encrypted with the Signal protocol, one session
+ * per device of the peer. The server only routes envelopes; messages are
+ * kept on this device (see docs/internals/client.md). A peer device's
+ * identity key is trusted on first use; when it changes, sending to the
+ * peer fails with PARLEY_EUNTRUSTED_IDENTITY until the user compares
+ * safety numbers (parley_verify) and accepts (parley_verify_accept). */
+
+#define PARLEY_SAFETY_NUMBER_SIZE 72 /* 60 digits in 12 groups of 5, spaces, NUL */
+
+/* What two people compare to check they hold each other's keys. */
+struct parley_safety {
+    char number[PARLEY_SAFETY_NUMBER_SIZE]; /* "12345 67890 ..." */
+    uint64_t device_id;                     /* the peer's device it covers (its lowest id) */
+    bool changed; /* a device's identity key changed and is not accepted: sending is blocked */
+};
+
+/* Fetches the prekey bundles of every device of peer ("@name" or "name"),
+ * verifies each signed prekey's signature and starts (or restarts) a
+ * session with each device, saved in the home; devices no longer listed
+ * are forgotten. Keys are trusted on first use. Returns 0; or
+ * PARLEY_EUNTRUSTED_IDENTITY when a device's key differs from the one
+ * recorded (the sessions are started and the new key recorded, but
+ * sending stays blocked); PARLEY_EBAD_USERNAME, PARLEY_EINVAL (peer is
+ * this account), PARLEY_ENOACCOUNT, PARLEY_ENOUSER, PARLEY_ENOKEYS (no
+ * device of peer can receive secret messages), PARLEY_EBAD_SIGNATURE (a
+ * bundle's signature is wrong; nothing is saved), PARLEY_EPROTO,
+ * PARLEY_ECONFIG (a damaged file in the home), PARLEY_EIO, PARLEY_ENOMEM,
+ * network errors. */
+PARLEY_API int parley_secret_start(struct parley *p, const char *peer);
+
+/* Sends text (len bytes of UTF-8) in the secret chat with peer, encrypted
+ * once for each of its devices and of this account's other devices;
+ * starts the sessions first if there are none. client_id as for
+ * parley_send. When the server says the device list is out of date, the
+ * sessions are fixed and the send retried, at most twice. On success *out
+ * (may be NULL) describes the message (secret set; strings valid until the
+ * next call) and it is kept in the home. Errors: those of parley_send and
+ * of parley_secret_start; PARLEY_EUNTRUSTED_IDENTITY (a device's key
+ * changed and is not accepted: nothing is sent); PARLEY_EDEVICES_CHANGED
+ * (the device list kept changing). */
+PARLEY_API int parley_send_secret(struct parley *p, const char *peer, const char *text, size_t len,
+                                  uint64_t client_id, struct parley_msg *out);
+
+/* The safety number of the secret chat with peer (no network): the
+ * identity keys of this device and of the peer's device with the lowest
+ * id as last seen, with the two user ids in decimal as the stable
+ * identifiers, so both people see the same 60 digits. Returns 0 and *out,
+ * or PARLEY_ENOTFOUND (no key of peer recorded yet: start a secret chat or
+ * receive a secret message first), PARLEY_EBAD_USERNAME,
+ * PARLEY_ENOACCOUNT, PARLEY_ECONFIG, PARLEY_EIO, PARLEY_ENOMEM. */
+PARLEY_API int parley_verify(struct parley *p, const char *peer, struct parley_safety *out);
+
+/* Accepts the current identity keys of every device of peer, which
+ * unblocks sending (no network). Returns 0 (also when nothing was
+ * changed), or the errors of parley_verify. */
+PARLEY_API int parley_verify_accept(struct parley *p, const char *peer);
 
 /* Text and symbolic name ("ENOUSER") of an error code; never NULL. */
 PARLEY_API const char *parley_strerror(int err);

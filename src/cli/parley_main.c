@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define EXIT_USAGE 2
@@ -32,9 +33,13 @@ static const char usage_main[] =
     "commands:\n"
     "  signup NAME                          create an account on this device\n"
     "  whoami                               show this device's account\n"
-    "  send [--client-id N] PEER TEXT       send TEXT ('-': stdin) to PEER (@name)\n"
+    "  send [--secret] [--client-id N] PEER TEXT   send TEXT ('-': stdin) to PEER (@name);\n"
+    "                                       --secret: end-to-end encrypted\n"
     "  recv [--follow] [--timeout S]        print messages new since the last recv\n"
     "  history PEER [--limit N] [--before MSGID]   page a chat, newest first\n"
+    "  secret start PEER                    start a secret (end-to-end encrypted) chat\n"
+    "  verify PEER [--accept]               show the safety number of the secret chat;\n"
+    "                                       --accept: trust PEER's current identity key\n"
     "\n"
     "options:\n"
     "  --server URL   https://HOST:PORT, or http:// to a loopback host\n"
@@ -146,6 +151,20 @@ static int fail(struct cli *cli, int err, const char *what)
     case PARLEY_EINVAL:
         errorf("invalid argument%s%s", what ? ": " : "", what ? what : "");
         break;
+    case PARLEY_EUNTRUSTED_IDENTITY:
+        errorf("identity key of %s%s changed; nothing sent. Compare safety numbers "
+               "(parley verify %s%s), then accept with: parley verify %s%s --accept",
+               at, what ? what : "", at, what ? what : "", at, what ? what : "");
+        break;
+    case PARLEY_ENOKEYS:
+        errorf("%s%s has no device that can receive secret messages", at, what ? what : "");
+        break;
+    case PARLEY_EDEVICES_CHANGED:
+        errorf("the devices of %s%s kept changing; try again", at, what ? what : "");
+        break;
+    case PARLEY_ECONFIG:
+        errorf("a state file in this device's home directory is damaged (invalid configuration)");
+        break;
     default:
         errorf("%s", parley_strerror(err));
         break;
@@ -254,6 +273,9 @@ static void print_msg(const struct cli *cli, const struct parley_msg *m, bool wi
         json_object_set_new(o, "client_id", json_integer((json_int_t)m->client_id));
         if (with_duplicate)
             json_object_set_new(o, "duplicate", json_boolean(m->duplicate));
+        json_object_set_new(o, "secret", json_boolean(m->secret));
+        if (m->identity_changed)
+            json_object_set_new(o, "identity_changed", json_true());
         print_json(o);
     } else {
         char when[32] = "?";
@@ -261,7 +283,9 @@ static void print_msg(const struct cli *cli, const struct parley_msg *m, bool wi
         time_t t = (time_t)m->date;
         if (localtime_r(&t, &tm))
             strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
-        printf("[%s] %s -> %s: %.*s\n", when, m->from, m->to, (int)m->text_len, m->text);
+        printf("[%s] %s%s%s -> %s: %.*s\n", when, m->secret ? "[secret] " : "",
+               m->identity_changed ? "[identity changed!] " : "", m->from, m->to, (int)m->text_len,
+               m->text);
     }
     fflush(stdout);
 }
@@ -280,14 +304,29 @@ static int finish_output(void)
 static const char usage_signup[] = "usage: parley signup NAME\n";
 static const char usage_whoami[] = "usage: parley whoami\n";
 static const char usage_send[] =
-    "usage: parley send [--client-id N] PEER TEXT\n"
+    "usage: parley send [--secret] [--client-id N] PEER TEXT\n"
     "  PEER is @username; TEXT '-' reads stdin (one trailing newline dropped).\n"
+    "  --secret        end-to-end encrypted, in the secret chat with PEER\n"
+    "                  (started on first use; see 'parley secret start')\n"
     "  --client-id N   idempotency key: resending with the same N sends once\n";
 static const char usage_recv[] =
     "usage: parley recv [--follow] [--timeout S]\n"
     "  prints every message since the last recv on this device, once.\n"
     "  --timeout S   if nothing is new, wait up to S seconds for a message\n"
     "  --follow      keep printing live messages (until --timeout S, if given)\n";
+static const char usage_secret[] =
+    "usage: parley secret start PEER\n"
+    "  starts a secret chat: fetches the keys of PEER's devices, checks their\n"
+    "  signatures and starts an end-to-end encrypted session with each.\n"
+    "  A key seen for the first time is trusted; a changed one blocks sending\n"
+    "  until accepted with 'parley verify PEER --accept'.\n";
+static const char usage_verify[] =
+    "usage: parley verify PEER [--accept]\n"
+    "  prints the safety number of the secret chat with PEER, in groups of 5.\n"
+    "  Compare it with PEER's (parley verify @you on their device) in person or\n"
+    "  over another channel: equal numbers mean nobody is in between.\n"
+    "  --accept   trust PEER's current identity key (after a change), which\n"
+    "             allows sending again\n";
 static const char usage_history[] =
     "usage: parley history PEER [--limit N] [--before MSGID]\n"
     "  prints the chat with PEER, newest first.\n";
@@ -381,18 +420,44 @@ static int read_stdin(char **out, size_t *len)
     return 0;
 }
 
+/* fail() for the secret-chat calls, where some codes have a narrower
+ * meaning than elsewhere (a bad signature is a peer's key bundle, not
+ * this device's login). */
+static int fail_secret(struct cli *cli, int err, const char *peer)
+{
+    const char *at = peer[0] == '@' ? "" : "@";
+    if (err == PARLEY_EBAD_SIGNATURE)
+        return errorf("a key bundle of %s%s has a bad signature; refused", at, peer), 1;
+    if (err == PARLEY_ENOTFOUND)
+        return errorf("no secret chat with %s%s yet (parley secret start %s%s)", at, peer, at,
+                      peer),
+               1;
+    return fail(cli, err, peer);
+}
+
+/* Whether peer ("@name" or "name") is this device's own account. */
+static bool is_self(struct cli *cli, const char *peer)
+{
+    struct parley_account a;
+    if (parley_whoami(cli->p, &a) != 0)
+        return false;
+    return strcasecmp(peer[0] == '@' ? peer + 1 : peer, a.username) == 0;
+}
+
 static int cmd_send(struct cli *cli, int argc, char **argv)
 {
     const char *pos[2];
     int npos = 0;
     uint64_t client_id = 0;
-    bool opts_done = false;
+    bool opts_done = false, secret = false;
     for (int i = 1; i < argc; i++) {
         const char *v;
         int r = opts_done ? 0 : opt_value(argc, argv, &i, "--client-id", &v);
         if (r < 0)
             return usage_error(usage_send, "--client-id needs a value", "");
-        if (r > 0) {
+        if (r == 0 && !opts_done && strcmp(argv[i], "--secret") == 0) {
+            secret = true;
+        } else if (r > 0) {
             if (!parse_u64(v, &client_id) || client_id == 0)
                 return usage_error(usage_send, "bad --client-id: ", v);
         } else if (!opts_done && strcmp(argv[i], "--") == 0) {
@@ -417,12 +482,17 @@ static int cmd_send(struct cli *cli, int argc, char **argv)
         len = strlen(pos[1]);
     }
     struct parley_msg m;
-    err = parley_send(cli->p, pos[0], text ? text : pos[1], len, client_id, &m);
+    if (secret)
+        err = parley_send_secret(cli->p, pos[0], text ? text : pos[1], len, client_id, &m);
+    else
+        err = parley_send(cli->p, pos[0], text ? text : pos[1], len, client_id, &m);
     free(text);
     if (err == PARLEY_EINVAL && len == 0)
         return errorf("empty message"), 1;
+    if (err == PARLEY_EINVAL && secret && is_self(cli, pos[0]))
+        return errorf("a secret chat needs another account than your own"), 1;
     if (err)
-        return fail(cli, err, pos[0]);
+        return secret ? fail_secret(cli, err, pos[0]) : fail(cli, err, pos[0]);
     print_msg(cli, &m, true);
     return finish_output();
 }
@@ -493,12 +563,96 @@ static int cmd_history(struct cli *cli, int argc, char **argv)
     return finish_output();
 }
 
+static int cmd_secret(struct cli *cli, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "start") != 0)
+        return usage_error(usage_secret, "secret takes the subcommand start", "");
+    if (argc != 3)
+        return usage_error(usage_secret, "secret start takes one PEER", "");
+    const char *peer = argv[2];
+    int err = parley_secret_start(cli->p, peer);
+    if (err == PARLEY_EINVAL && is_self(cli, peer))
+        return errorf("a secret chat needs another account than your own"), 1;
+    if (err && err != PARLEY_EUNTRUSTED_IDENTITY)
+        return fail_secret(cli, err, peer);
+    const char *at = peer[0] == '@' ? "" : "@";
+    bool changed = err == PARLEY_EUNTRUSTED_IDENTITY;
+    if (cli->json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "peer", json_string(peer));
+        json_object_set_new(o, "started", json_true());
+        json_object_set_new(o, "identity_changed", json_boolean(changed));
+        print_json(o);
+    } else {
+        printf("secret chat with %s%s started\n", at, peer);
+    }
+    if (changed) {
+        /* The sessions exist, but the user must know sending is blocked. */
+        errorf("WARNING: the identity key of %s%s changed; sending is blocked until you compare "
+               "safety numbers (parley verify %s%s) and accept (parley verify %s%s --accept)",
+               at, peer, at, peer, at, peer);
+        finish_output();
+        return 1;
+    }
+    return finish_output();
+}
+
+static int cmd_verify(struct cli *cli, int argc, char **argv)
+{
+    const char *peer = NULL;
+    bool accept = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--accept") == 0)
+            accept = true;
+        else if (argv[i][0] == '-' && argv[i][1] == '-')
+            return usage_error(usage_verify, "unknown option: ", argv[i]);
+        else if (!peer)
+            peer = argv[i];
+        else
+            return usage_error(usage_verify, "too many arguments", "");
+    }
+    if (!peer)
+        return usage_error(usage_verify, "verify takes PEER", "");
+    struct parley_safety s;
+    int err = parley_verify(cli->p, peer, &s);
+    bool was_changed = !err && s.changed;
+    if (!err && accept && (err = parley_verify_accept(cli->p, peer)) == 0)
+        s.changed = false;
+    if (err)
+        return fail_secret(cli, err, peer);
+    const char *at = peer[0] == '@' ? "" : "@";
+    if (cli->json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "peer", json_string(peer));
+        json_object_set_new(o, "safety_number", json_string(s.number));
+        json_object_set_new(o, "device_id", json_integer((json_int_t)s.device_id));
+        json_object_set_new(o, "changed", json_boolean(s.changed));
+        if (accept)
+            json_object_set_new(o, "accepted", json_boolean(was_changed));
+        print_json(o);
+    } else {
+        if (s.changed)
+            printf("WARNING: the identity key of %s%s changed since you last accepted it.\n"
+                   "Sending to %s%s is blocked. Compare this safety number with %s%s over\n"
+                   "another channel; if it matches, run: parley verify %s%s --accept\n",
+                   at, peer, at, peer, at, peer, at, peer);
+        printf("safety number with %s%s:\n%s\n", at, peer, s.number);
+        if (accept)
+            printf(was_changed ? "accepted the new identity key of %s%s\n"
+                               : "nothing to accept: the identity key of %s%s is unchanged\n",
+                   at, peer);
+    }
+    return finish_output();
+}
+
 static const struct command commands[] = {
     {"signup", usage_signup, cmd_signup},
     {"whoami", usage_whoami, cmd_whoami},
     {"send", usage_send, cmd_send},
     {"recv", usage_recv, cmd_recv},
     {"history", usage_history, cmd_history},
+    {"secret", usage_secret, cmd_secret},
+    {"verify", usage_verify, cmd_verify},
 };
 
 static int log_level_from_env(void)

@@ -18,6 +18,7 @@
 #define KEY_FILE "device_key"
 #define ACCOUNT_FILE "account"
 #define PTS_FILE "pts"
+#define PREKEYS_FILE "prekeys"
 #define KEY_TAG "ed25519 "
 
 int home_init(const char *dir)
@@ -331,4 +332,58 @@ int home_save_pts(const char *dir, uint64_t pts)
     char buf[32];
     int n = snprintf(buf, sizeof(buf), "%llu\n", (unsigned long long)pts);
     return save(dir, PTS_FILE, buf, (size_t)n);
+}
+
+int home_load_prekeys(const char *dir, struct home_prekeys *out)
+{
+    static const char *const keys[] = {"next_prekey_id", "signed_prekey_id",
+                                       "signed_prekey_date"};
+    uint64_t v[3];
+    unsigned seen = 0;
+    char *buf, *line, *next;
+    size_t len;
+    int err = load(dir, PREKEYS_FILE, PARLEY_ENOTFOUND, &buf, &len);
+    if (err == PARLEY_ENOTFOUND) {
+        *out = (struct home_prekeys){.next_prekey_id = 1};
+        return 0;
+    }
+    if (err)
+        return err;
+    err = PARLEY_ECONFIG;
+    if (strlen(buf) != len)
+        goto out;
+    for (line = buf; *line; line = next) {
+        char *nl = strchr(line, '\n');
+        char *sp = strchr(line, ' ');
+        if (!nl || !sp || sp > nl)
+            goto out;
+        *nl = '\0';
+        *sp = '\0';
+        next = nl + 1;
+        size_t k;
+        for (k = 0; k < 3 && strcmp(line, keys[k]) != 0; k++)
+            ;
+        if (k == 3 || (seen & (1u << k)) || !parse_u64(sp + 1, &v[k]))
+            goto out;
+        seen |= 1u << k;
+    }
+    if (seen != 7 || v[0] == 0 || v[0] > HOME_PREKEY_ID_MAX || v[1] > HOME_PREKEY_ID_MAX ||
+        v[2] > INT64_MAX)
+        goto out;
+    out->next_prekey_id = (uint32_t)v[0];
+    out->signed_prekey_id = (uint32_t)v[1];
+    out->signed_prekey_date = (int64_t)v[2];
+    err = 0;
+out:
+    free(buf);
+    return err;
+}
+
+int home_save_prekeys(const char *dir, const struct home_prekeys *st)
+{
+    char buf[128];
+    int n = snprintf(buf, sizeof(buf), "next_prekey_id %u\nsigned_prekey_id %u\nsigned_prekey_date %lld\n",
+                     (unsigned)st->next_prekey_id, (unsigned)st->signed_prekey_id,
+                     (long long)(st->signed_prekey_date < 0 ? 0 : st->signed_prekey_date));
+    return save(dir, PREKEYS_FILE, buf, (size_t)n);
 }

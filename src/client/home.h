@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* A device's home directory: its Ed25519 key, account, sync position and
- * pinned server certificates, as small line-based files (formats in
+/* A device's home directory: its Ed25519 key, account, sync position,
+ * prekey counters and pinned server certificates, as small line-based files (formats in
  * docs/internals/client.md). Every write is atomic (temporary file, fsync,
  * rename, fsync of the directory); files are 0600 in a 0700 directory.
  * Knows nothing of the network. */
@@ -57,6 +57,22 @@ PL_NODISCARD int home_save_key(const char *dir, const unsigned char *sk);
 void home_key_free(unsigned char *sk);
 /* A fresh key pair in sodium_malloc'ed memory. PARLEY_ENOMEM. */
 PL_NODISCARD int home_key_new(unsigned char **sk);
+
+/* The local side of this device's prekey stock, for secret chats: which
+ * one-time prekey id comes next (ids are never reused while the counter
+ * lasts) and which signed prekey is current, made when. */
+struct home_prekeys {
+    uint32_t next_prekey_id;    /* 1..HOME_PREKEY_ID_MAX */
+    uint32_t signed_prekey_id;  /* 0: none made yet */
+    int64_t signed_prekey_date; /* unix seconds it was made */
+};
+#define HOME_PREKEY_ID_MAX 0xFFFFFFu /* Signal's prekey ids are 24-bit */
+
+/* The prekeys file: {1, 0, 0} when missing. load: PARLEY_ECONFIG (a
+ * missing, repeated or out-of-range field, a cut-short line), PARLEY_EIO,
+ * PARLEY_ENOMEM. save: PARLEY_EIO. */
+PL_NODISCARD int home_load_prekeys(const char *dir, struct home_prekeys *out);
+PL_NODISCARD int home_save_prekeys(const char *dir, const struct home_prekeys *st);
 
 /* The sync position: 0 when the file is missing. load: PARLEY_ECONFIG,
  * PARLEY_EIO, PARLEY_ENOMEM. save: PARLEY_EIO. */

@@ -9,6 +9,7 @@
 #include "common/text.h"
 #include "home.h"
 #include "known.h"
+#include "parley_int.h"
 #include "proto/frame.h"
 #include "url.h"
 #include "wsconn.h"
@@ -28,55 +29,9 @@
 #define SYNC_LIMIT 100
 #define HISTORY_LIMIT_DEFAULT 50
 #define HISTORY_LIMIT_MAX 1000
-#define PUSHQ_MAX 1024 /* pushes held while a response is awaited; beyond, resync */
-#define PATH_LEN 4096
-#define CLIENT_ID_RANDOM_MASK ((UINT64_C(1) << 53) - 1)
-#define NAME_LEN (PARLEY_USERNAME_MAX + 2) /* "@" + name + NUL */
+#define E2E_DIR "e2e"
 
-typedef Parley__V1__Request PlRequest;
-typedef Parley__V1__Response PlResponse;
-
-#define TEXT_MAX_BYTES (4 * PARLEY_TEXT_MAX_CHARS)
-
-/* The NUL-terminated strings a struct parley_msg points to. */
-struct names {
-    char chat[NAME_LEN];
-    char from[NAME_LEN];
-    char to[NAME_LEN];
-    char text[TEXT_MAX_BYTES + 1];
-};
-
-struct parley {
-    char home[PATH_LEN];
-    char known_path[PATH_LEN];
-    char server[256];
-    int timeout_ms;
-    parley_log_cb *log;
-    void *log_arg;
-    bool has_account;
-    struct home_account acct;
-    unsigned char *sk;    /* device secret key (sodium_malloc), loaded on first use */
-    uint64_t pts;         /* sync position: every update up to it was delivered */
-    struct wsconn *conn;  /* NULL when not connected */
-    bool authed;          /* conn is authenticated as this device */
-    uint64_t next_id;     /* last request id used */
-    PlFrame *pushq[PUSHQ_MAX]; /* Push.update frames not yet applied, oldest first */
-    size_t pushq_len;
-    bool push_lost;       /* pushq overflowed: a sync must fill the hole */
-    PlFrame *keep;        /* backs the strings of the message parley_send returned */
-    struct names keep_names;
-    unsigned retry_after_ms; /* of the last error response */
-};
-
-/* What parley_recv is doing: its callback and how far it got. */
-struct delivery {
-    parley_msg_cb *cb;
-    void *arg;
-    size_t delivered;
-    bool stop;
-};
-
-PL_PRINTF(3, 4) static void plog(const struct parley *p, int level, const char *fmt, ...)
+void parley__log(const struct parley *p, int level, const char *fmt, ...)
 {
     char line[512];
     va_list ap;
@@ -103,7 +58,7 @@ static int time_left(int64_t deadline)
     return left <= 0 ? 0 : (int)PL_MIN(left, 3600000);
 }
 
-static bool is_transport_err(int err)
+bool parley__is_transport_err(int err)
 {
     return err == PARLEY_ECLOSED || err == PARLEY_EIO || err == PARLEY_ETIMEOUT ||
            err == PARLEY_ECONNECT;
@@ -156,10 +111,13 @@ int parley_open(const struct parley_options *opt, struct parley **out)
     int err = resolve_home(opt, p->home, sizeof(p->home));
     if (!err)
         err = home_path(p->known_path, sizeof(p->known_path), p->home, KNOWN_FILE);
+    if (!err)
+        err = home_path(p->e2e_path, sizeof(p->e2e_path), p->home, E2E_DIR);
+    p->e2e.path = p->e2e_path;
     if (!err) {
         err = home_init(p->home);
         if (err)
-            plog(p, 3, "home: cannot create %s", p->home);
+            parley__log(p, 3, "home: cannot create %s", p->home);
     }
     if (!err) {
         err = home_load_account(p->home, &p->acct);
@@ -194,6 +152,8 @@ static void drop_conn(struct parley *p)
     wsconn_free(p->conn);
     p->conn = NULL;
     p->authed = false;
+    /* Secret envelopes pushed meanwhile wait on the server: fetch them. */
+    p->secret_lost = true;
 }
 
 static void clear_pushq(struct parley *p)
@@ -209,7 +169,9 @@ void parley_close(struct parley *p)
         return;
     drop_conn(p);
     clear_pushq(p);
+    parley__secret_clear(p);
     frame_free(p->keep);
+    frame_free(p->last_error);
     home_key_free(p->sk);
     sodium_memzero(p, sizeof(*p));
     free(p);
@@ -258,8 +220,8 @@ static int wire_error(struct parley *p, const Parley__V1__Error *e, const char *
     if (err == 0)
         err = PARLEY_EPROTO;
     p->retry_after_ms = e->retry_after_ms;
-    plog(p, err == PARLEY_EINTERNAL || err == PARLEY_EPROTO ? 3 : 1, "%s: %s (%s)", what,
-         err_name(err), e->message && *e->message ? e->message : "no detail");
+    parley__log(p, err == PARLEY_EINTERNAL || err == PARLEY_EPROTO ? 3 : 1, "%s: %s (%s)", what,
+                err_name(err), e->message && *e->message ? e->message : "no detail");
     return err;
 }
 
@@ -273,8 +235,8 @@ static int take_frame(struct parley *p, PlFrame *in, uint64_t id, PlFrame **resp
             *resp = in;
             return 1;
         }
-        plog(p, 0, "rpc: dropping response to request %llu",
-             (unsigned long long)in->response->id);
+        parley__log(p, 0, "rpc: dropping response to request %llu",
+                    (unsigned long long)in->response->id);
     } else if (in->body_case == PARLEY__V1__FRAME__BODY_PUSH && in->push) {
         const Parley__V1__Push *push = in->push;
         if (push->kind_case == PARLEY__V1__PUSH__KIND_UPDATE && push->update) {
@@ -283,6 +245,14 @@ static int take_frame(struct parley *p, PlFrame *in, uint64_t id, PlFrame **resp
                 return 0;
             }
             p->push_lost = true;
+        } else if (push->kind_case == PARLEY__V1__PUSH__KIND_SECRET && push->secret) {
+            if (p->secq_len < PUSHQ_MAX) {
+                p->secq[p->secq_len++] = in;
+                return 0;
+            }
+            p->secret_lost = true; /* still queued on the server: a fetch gets it */
+        } else if (push->kind_case == PARLEY__V1__PUSH__KIND_PREKEYS_LOW) {
+            p->keys_low = true;
         } else if (push->kind_case == PARLEY__V1__PUSH__KIND_ERROR && push->error) {
             int err = wire_error(p, push->error, "server closing");
             frame_free(in);
@@ -310,7 +280,7 @@ static int read_frame(struct parley *p, int timeout_ms, uint64_t id, PlFrame **r
     err = frame_decode(data, len, FRAME_MAX_DEFAULT, &in);
     free(data);
     if (err) {
-        plog(p, 3, "rpc: undecodable frame from server (%s)", err_name(err));
+        parley__log(p, 3, "rpc: undecodable frame from server (%s)", err_name(err));
         drop_conn(p);
         return PARLEY_EPROTO;
     }
@@ -321,7 +291,7 @@ static int read_frame(struct parley *p, int timeout_ms, uint64_t id, PlFrame **r
  * 0 and *out (the frame, owned by the caller), whose response has result
  * want; or the response's error; or a transport error (the connection is
  * then dropped). */
-static int call(struct parley *p, PlRequest *req, int want, PlFrame **out)
+int parley__call(struct parley *p, PlRequest *req, int want, PlFrame **out)
 {
     PlFrame f = PARLEY__V1__FRAME__INIT;
     PlFrame *in = NULL;
@@ -350,13 +320,15 @@ static int call(struct parley *p, PlRequest *req, int want, PlFrame **out)
     }
     const PlResponse *r = in->response;
     err = 0;
-    if (r->error)
+    if (r->error) {
         err = wire_error(p, r->error, "request failed");
-    else if ((int)r->result_case != want)
-        err = PARLEY_EPROTO;
-    if (err) {
-        frame_free(in);
+        frame_free(p->last_error);
+        p->last_error = in; /* its details (Error.devices) stay readable */
         return err;
+    }
+    if ((int)r->result_case != want) {
+        frame_free(in);
+        return PARLEY_EPROTO;
     }
     *out = in;
     return 0;
@@ -376,7 +348,7 @@ static int get_nonce(struct parley *p, uint8_t nonce[AUTH_NONCE_LEN])
     PlFrame *resp;
     req.method_case = PARLEY__V1__REQUEST__METHOD_CHALLENGE;
     req.challenge = &ch;
-    int err = call(p, &req, PARLEY__V1__RESPONSE__RESULT_CHALLENGE, &resp);
+    int err = parley__call(p, &req, PARLEY__V1__RESPONSE__RESULT_CHALLENGE, &resp);
     if (err)
         return err;
     const Parley__V1__ChallengeResponse *c = resp->response->challenge;
@@ -415,19 +387,25 @@ int parley_connect(struct parley *p)
     ar.signature.len = sizeof(sig);
     req.method_case = PARLEY__V1__REQUEST__METHOD_AUTH;
     req.auth = &ar;
-    if ((err = call(p, &req, PARLEY__V1__RESPONSE__RESULT_AUTH, &resp)))
+    if ((err = parley__call(p, &req, PARLEY__V1__RESPONSE__RESULT_AUTH, &resp)))
         goto fail;
     const Parley__V1__AuthResponse *a = resp->response->auth;
     if (!a || a->user_id != p->acct.user_id) {
-        plog(p, 3, "auth: server answered for another user");
+        parley__log(p, 3, "auth: server answered for another user");
         frame_free(resp);
         err = PARLEY_EPROTO;
         goto fail;
     }
-    plog(p, 0, "auth: device %llu of @%s authenticated, server pts %llu",
-         (unsigned long long)p->acct.device_id, p->acct.username, (unsigned long long)a->pts);
+    parley__log(p, 0, "auth: device %llu of @%s authenticated, server pts %llu",
+                (unsigned long long)p->acct.device_id, p->acct.username,
+                (unsigned long long)a->pts);
     frame_free(resp);
     p->authed = true;
+    /* Secret chats need this device's keys on the server; a failure other
+     * than the connection's is logged and leaves cloud chats working. */
+    err = parley__keys_check(p);
+    if (parley__is_transport_err(err))
+        goto fail;
     return 0;
 fail:
     drop_conn(p);
@@ -478,7 +456,7 @@ int parley_signup(struct parley *p, const char *username)
     sr.signature.len = sizeof(sig);
     req.method_case = PARLEY__V1__REQUEST__METHOD_SIGNUP;
     req.signup = &sr;
-    if ((err = call(p, &req, PARLEY__V1__RESPONSE__RESULT_SIGNUP, &resp)))
+    if ((err = parley__call(p, &req, PARLEY__V1__RESPONSE__RESULT_SIGNUP, &resp)))
         goto fail;
 
     const Parley__V1__SignupResponse *s = resp->response->signup;
@@ -496,33 +474,37 @@ int parley_signup(struct parley *p, const char *username)
     frame_free(resp);
     memcpy(a.server, p->server, sizeof(a.server));
     if ((err = home_save_account(p->home, &a)) || (err = home_save_pts(p->home, 0))) {
-        plog(p, 3, "home: signed up as user %llu but cannot save the account",
-             (unsigned long long)a.user_id);
+        parley__log(p, 3, "home: signed up as user %llu but cannot save the account",
+                    (unsigned long long)a.user_id);
         goto fail;
     }
     p->acct = a;
     p->has_account = true;
     p->pts = 0;
     p->authed = true;
-    plog(p, 1, "signup: @%s is user %llu, device %llu", a.username,
-         (unsigned long long)a.user_id, (unsigned long long)a.device_id);
+    parley__log(p, 1, "signup: @%s is user %llu, device %llu", a.username,
+                (unsigned long long)a.user_id, (unsigned long long)a.device_id);
+    /* The account exists whatever happens now; keys missing on the server
+     * are uploaded again by the next connect. */
+    if (parley__keys_check(p) != 0)
+        parley__log(p, 2, "signup: secret-chat keys not published yet; the next connect retries");
     return 0;
 fail:
     drop_conn(p);
     return err;
 }
 
-/* call() on an authenticated connection, reconnecting once when the
+/* parley__call() on an authenticated connection, reconnecting once when the
  * connection fails before the answer. Only for idempotent requests. */
-static int call_authed(struct parley *p, PlRequest *req, int want, PlFrame **out)
+int parley__call_authed(struct parley *p, PlRequest *req, int want, PlFrame **out)
 {
     for (int attempt = 0;; attempt++) {
         int err = parley_connect(p);
         if (!err)
-            err = call(p, req, want, out);
-        if (!is_transport_err(err) || attempt == 1)
+            err = parley__call(p, req, want, out);
+        if (!parley__is_transport_err(err) || attempt == 1)
             return err;
-        plog(p, 1, "rpc: %s before the answer; reconnecting once", err_name(err));
+        parley__log(p, 1, "rpc: %s before the answer; reconnecting once", err_name(err));
     }
 }
 
@@ -601,7 +583,7 @@ int parley_send(struct parley *p, const char *peer, const char *text, size_t len
     req.method_case = PARLEY__V1__REQUEST__METHOD_SEND;
     req.send = &sr;
     /* A retry carries the same client_id, so the server stores it once. */
-    err = call_authed(p, &req, PARLEY__V1__RESPONSE__RESULT_SEND, &resp);
+    err = parley__call_authed(p, &req, PARLEY__V1__RESPONSE__RESULT_SEND, &resp);
     if (err)
         return err;
     const Parley__V1__SendResponse *s = resp->response->send;
@@ -632,8 +614,8 @@ static int apply_update(struct parley *p, const Parley__V1__Update *u, bool auth
             *gap = true;
             return 0;
         }
-        plog(p, 1, "sync: server log jumps from pts %llu to %llu", (unsigned long long)p->pts,
-             (unsigned long long)u->pts);
+        parley__log(p, 1, "sync: server log jumps from pts %llu to %llu",
+                    (unsigned long long)p->pts, (unsigned long long)u->pts);
     }
     if (u->kind_case == PARLEY__V1__UPDATE__KIND_NEW_MESSAGE) {
         struct names names;
@@ -647,7 +629,7 @@ static int apply_update(struct parley *p, const Parley__V1__Update *u, bool auth
     }
     int err = home_save_pts(p->home, u->pts);
     if (err) {
-        plog(p, 3, "home: cannot save the sync position");
+        parley__log(p, 3, "home: cannot save the sync position");
         return err;
     }
     p->pts = u->pts;
@@ -665,7 +647,7 @@ static int sync_all(struct parley *p, struct delivery *d)
         sr.limit = SYNC_LIMIT;
         req.method_case = PARLEY__V1__REQUEST__METHOD_SYNC;
         req.sync = &sr;
-        int err = call_authed(p, &req, PARLEY__V1__RESPONSE__RESULT_SYNC, &resp);
+        int err = parley__call_authed(p, &req, PARLEY__V1__RESPONSE__RESULT_SYNC, &resp);
         if (err)
             return err;
         const Parley__V1__SyncResponse *s = resp->response->sync;
@@ -679,7 +661,7 @@ static int sync_all(struct parley *p, struct delivery *d)
         if (err || d->stop || !more)
             return err;
         if (p->pts == before) {
-            plog(p, 3, "sync: server says more but sent nothing new");
+            parley__log(p, 3, "sync: server says more but sent nothing new");
             return PARLEY_EPROTO;
         }
     }
@@ -701,7 +683,7 @@ static int drain_pushes(struct parley *p, struct delivery *d)
         clear_pushq(p);
         if (err || d->stop || !gap)
             return err;
-        plog(p, 0, "sync: gap after pts %llu; syncing", (unsigned long long)p->pts);
+        parley__log(p, 0, "sync: gap after pts %llu; syncing", (unsigned long long)p->pts);
         if ((err = sync_all(p, d)) || d->stop)
             return err;
     }
@@ -718,6 +700,8 @@ int parley_recv(struct parley *p, int timeout_ms, bool follow, parley_msg_cb *cb
     int err = sync_all(p, &d);
     if (!err && !d.stop)
         err = drain_pushes(p, &d);
+    if (!err && !d.stop)
+        err = parley__secret_recv(p, &d, true);
     if (err || d.stop)
         return err;
     if (!follow && (d.delivered > 0 || timeout_ms == 0))
@@ -727,12 +711,19 @@ int parley_recv(struct parley *p, int timeout_ms, bool follow, parley_msg_cb *cb
         PlFrame *unused = NULL;
         if ((err = parley_connect(p)))
             return err;
+        /* After a reconnect, secret envelopes pushed meanwhile are fetched. */
+        if ((err = parley__secret_recv(p, &d, false)) || d.stop)
+            return err;
+        if (!follow && d.delivered > 0)
+            return 0;
         err = read_frame(p, time_left(deadline), 0, &unused);
         if (err == PARLEY_ETIMEOUT)
             return 0;
         if (err < 0)
             return err;
         if ((err = drain_pushes(p, &d)) || d.stop)
+            return err;
+        if ((err = parley__secret_recv(p, &d, false)) || d.stop)
             return err;
         if (!follow && d.delivered > 0)
             return 0;
@@ -765,7 +756,7 @@ int parley_history(struct parley *p, const char *peer, uint64_t before_id, unsig
     hr.limit = limit ? limit : HISTORY_LIMIT_DEFAULT;
     req.method_case = PARLEY__V1__REQUEST__METHOD_HISTORY;
     req.history = &hr;
-    if ((err = call_authed(p, &req, PARLEY__V1__RESPONSE__RESULT_HISTORY, &resp)))
+    if ((err = parley__call_authed(p, &req, PARLEY__V1__RESPONSE__RESULT_HISTORY, &resp)))
         return err;
     const Parley__V1__HistoryResponse *h = resp->response->history;
     for (size_t i = 0; h && i < h->n_messages && !err; i++) {

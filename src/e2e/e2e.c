@@ -283,10 +283,9 @@ int e2e_prekey(const struct e2e_dir *d, uint32_t id, bool create, struct keys_pa
     return load_or_make(d, name, create, NULL, key, NULL);
 }
 
-int e2e_prekey_remove(const struct e2e_dir *d, uint32_t id)
+/* Unlink name in d, then make that durable; a missing file is no error. */
+static int remove_file(const struct e2e_dir *d, const char *name)
 {
-    char name[NAME_MAX_LEN];
-    snprintf(name, sizeof(name), "prekey-%u", (unsigned)id);
     int dfd = open_dir(d);
     if (dfd < 0)
         return PARLEY_EIO;
@@ -295,6 +294,20 @@ int e2e_prekey_remove(const struct e2e_dir *d, uint32_t id)
         (void)fsync(dfd);
     close(dfd);
     return rc;
+}
+
+int e2e_prekey_remove(const struct e2e_dir *d, uint32_t id)
+{
+    char name[NAME_MAX_LEN];
+    snprintf(name, sizeof(name), "prekey-%u", (unsigned)id);
+    return remove_file(d, name);
+}
+
+int e2e_signed_prekey_remove(const struct e2e_dir *d, uint32_t id)
+{
+    char name[NAME_MAX_LEN];
+    snprintf(name, sizeof(name), "signed-prekey-%u", (unsigned)id);
+    return remove_file(d, name);
 }
 
 static int session_name(const char *peer, uint32_t device, char name[NAME_MAX_LEN])
@@ -339,4 +352,11 @@ int e2e_session_save(const struct e2e_dir *d, const char *peer, uint32_t device,
         rc = write_file(d, name, buf, len);
     sodium_free(buf);
     return rc;
+}
+
+int e2e_session_remove(const struct e2e_dir *d, const char *peer, uint32_t device)
+{
+    char name[NAME_MAX_LEN];
+    int rc = session_name(peer, device, name);
+    return rc != 0 ? rc : remove_file(d, name);
 }

@@ -60,6 +60,10 @@ PL_NODISCARD int e2e_prekey(const struct e2e_dir *d, uint32_t id, bool create,
  * it was already gone) or PARLEY_EIO. */
 PL_NODISCARD int e2e_prekey_remove(const struct e2e_dir *d, uint32_t id);
 
+/* Remove the signed prekey with this id (replaced long enough ago).
+ * Returns 0 (also when it was already gone) or PARLEY_EIO. */
+PL_NODISCARD int e2e_signed_prekey_remove(const struct e2e_dir *d, uint32_t id);
+
 /* Load the session with peer (a valid peer name) and device. Returns 0 and
  * *out (free with ratchet_free), or PARLEY_ENOTFOUND (no session),
  * PARLEY_EIO, or ratchet_deserialize's errors. */
@@ -71,5 +75,9 @@ PL_NODISCARD int e2e_session_load(const struct e2e_dir *d, const char *peer, uin
  * file is then unchanged. */
 PL_NODISCARD int e2e_session_save(const struct e2e_dir *d, const char *peer, uint32_t device,
                                   const struct ratchet *s);
+
+/* Remove the session with peer and device (the device is gone). Returns 0
+ * (also when there was none), or PARLEY_EINVAL (bad peer name), PARLEY_EIO. */
+PL_NODISCARD int e2e_session_remove(const struct e2e_dir *d, const char *peer, uint32_t device);
 
 #endif

@@ -1,0 +1,645 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests of libparley's secret-chat state without a server: the trust
+ * records (trust.h), the local message store (msgstore.h), the prekey
+ * counters (home.h), and what the secret-chat API answers from local
+ * state alone: argument checks, trust on first use, a changed key that
+ * blocks sending until accepted, safety numbers equal on both sides, and
+ * damaged files refused. Each test gets a fresh temporary directory. */
+#include "client/home.h"
+#include "client/msgstore.h"
+#include "client/trust.h"
+#include "common/err.h"
+#include "e2e/e2e.h"
+
+#include <parley.h>
+
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "common/banned.h"
+
+/* A closed port: a call that gets past the local checks fails to connect. */
+#define NO_SERVER "http://127.0.0.1:1"
+
+struct fixture {
+    char dir[512];
+    mode_t old_umask;
+};
+
+/* With umask 0 the modes seen are the ones the code asked for. */
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp)
+        tmp = "/tmp";
+    int n = snprintf(f->dir, sizeof(f->dir), "%s/parley-secret-XXXXXX", tmp);
+    assert_true(n > 0 && (size_t)n < sizeof(f->dir));
+    assert_non_null(mkdtemp(f->dir));
+    f->old_umask = umask(0);
+    *state = f;
+    return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    umask(f->old_umask);
+    assert_int_equal(nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+    free(f);
+    return 0;
+}
+
+static void path_in(char *buf, size_t size, const char *dir, const char *name)
+{
+    assert_int_equal(home_path(buf, size, dir, name), 0);
+}
+
+static void write_raw(const char *path, const void *data, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    if (len)
+        assert_int_equal(fwrite(data, 1, len, fp), len);
+    assert_int_equal(fclose(fp), 0);
+}
+
+static mode_t mode_of(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_mode & 07777;
+}
+
+static bool exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}
+
+static struct keys_public some_key(uint8_t fill)
+{
+    struct keys_public k;
+    memset(k.u, fill, sizeof(k.u));
+    return k;
+}
+
+/* Trust records (trust.h) */
+
+static void test_trust_first_use_then_same_then_changed_until_accepted(void **state)
+{
+    (void)state;
+    struct trust *t = malloc(sizeof(*t));
+    enum trust_verdict v;
+    struct keys_public k1 = some_key(1), k2 = some_key(2);
+    assert_non_null(t);
+    trust_init(t, 42);
+    assert_int_equal(trust_see(t, 5, &k1, &v), 0);
+    assert_int_equal(v, TRUST_FIRST_USE);
+    assert_false(trust_any_changed(t));
+    assert_int_equal(trust_see(t, 5, &k1, &v), 0);
+    assert_int_equal(v, TRUST_SAME);
+    assert_int_equal(trust_see(t, 5, &k2, &v), 0);
+    assert_int_equal(v, TRUST_CHANGED);
+    assert_true(trust_is_changed(trust_find(t, 5)));
+    assert_true(trust_any_changed(t));
+    /* Seeing the new key again does not make it accepted. */
+    assert_int_equal(trust_see(t, 5, &k2, &v), 0);
+    assert_int_equal(v, TRUST_SAME);
+    assert_true(trust_any_changed(t));
+    trust_accept(t);
+    assert_false(trust_any_changed(t));
+    assert_memory_equal(trust_find(t, 5)->accepted.u, k2.u, KEYS_PUBLIC_LEN);
+    /* Another device is trusted on its own first use. */
+    assert_int_equal(trust_see(t, 9, &k1, &v), 0);
+    assert_int_equal(v, TRUST_FIRST_USE);
+    assert_int_equal(t->n, 2);
+    trust_remove(t, 5);
+    assert_int_equal(t->n, 1);
+    assert_null(trust_find(t, 5));
+    assert_non_null(trust_find(t, 9));
+    trust_remove(t, 77);
+    assert_int_equal(t->n, 1);
+    /* A name that passed to another account: its devices are not trusted. */
+    trust_init(t, 43);
+    t->distrust_new = true;
+    assert_int_equal(trust_see(t, 5, &k1, &v), 0);
+    assert_int_equal(v, TRUST_CHANGED);
+    assert_true(trust_any_changed(t));
+    trust_accept(t);
+    assert_false(trust_any_changed(t));
+    free(t);
+}
+
+static void test_trust_refuses_more_devices_than_a_send_reaches(void **state)
+{
+    (void)state;
+    struct trust *t = malloc(sizeof(*t));
+    enum trust_verdict v;
+    struct keys_public k = some_key(3);
+    assert_non_null(t);
+    trust_init(t, 1);
+    for (uint64_t d = 1; d <= TRUST_DEVICES_MAX; d++)
+        assert_int_equal(trust_see(t, d, &k, &v), 0);
+    assert_int_equal(trust_see(t, TRUST_DEVICES_MAX + 1, &k, &v), PARLEY_EPROTO);
+    assert_int_equal(t->n, TRUST_DEVICES_MAX);
+    free(t);
+}
+
+static void test_trust_round_trips_in_a_0600_file(void **state)
+{
+    struct fixture *f = *state;
+    char path[600];
+    struct trust *t = malloc(sizeof(*t)), *u = malloc(sizeof(*u));
+    enum trust_verdict v;
+    struct keys_public k1 = some_key(1), k2 = some_key(2);
+    assert_non_null(t);
+    assert_non_null(u);
+    path_in(path, sizeof(path), f->dir, "trust");
+    assert_int_equal(trust_load(path, u), PARLEY_ENOTFOUND);
+    trust_init(t, 42);
+    assert_int_equal(trust_see(t, 5, &k1, &v), 0);
+    assert_int_equal(trust_see(t, 6, &k1, &v), 0);
+    assert_int_equal(trust_see(t, 6, &k2, &v), 0);
+    t->dev[0].has_accepted = false; /* as after the account's name changed hands */
+    assert_int_equal(trust_save(path, t), 0);
+    assert_int_equal(mode_of(path), 0600);
+    assert_int_equal(trust_load(path, u), 0);
+    assert_int_equal(u->user_id, 42);
+    assert_int_equal(u->n, 2);
+    assert_int_equal(u->dev[0].device_id, 5);
+    assert_false(u->dev[0].has_accepted);
+    assert_true(trust_is_changed(&u->dev[0]));
+    assert_int_equal(u->dev[1].device_id, 6);
+    assert_memory_equal(u->dev[1].current.u, k2.u, KEYS_PUBLIC_LEN);
+    assert_memory_equal(u->dev[1].accepted.u, k1.u, KEYS_PUBLIC_LEN);
+    assert_true(trust_is_changed(&u->dev[1]));
+    free(t);
+    free(u);
+}
+
+static void test_trust_corrupt_or_truncated_is_econfig(void **state)
+{
+    struct fixture *f = *state;
+    char path[600];
+    struct trust *t = malloc(sizeof(*t));
+    static const char key[] = "050101010101010101010101010101010101010101010101010101010101010101";
+    char good[300], buf[400];
+    assert_non_null(t);
+    path_in(path, sizeof(path), f->dir, "trust");
+    snprintf(good, sizeof(good), "user_id 3\ndevice 4 %s %s\n", key, key);
+    write_raw(path, good, strlen(good));
+    assert_int_equal(trust_load(path, t), 0);
+    t->user_id = 99;
+
+    const char *bad[] = {
+        "",                                        /* no account line */
+        "device 4 x -\n",                          /* device before account */
+        "user_id 3",                               /* cut short */
+        "user_id 0\n",                             /* no such account */
+        "user_id 3\nuser_id 3\n",                  /* repeated */
+        "user_id 3\ncolor blue\n",                 /* unknown line */
+        "user_id 3\ndevice 0 K -\n",               /* device 0 */
+        "user_id 3\ndevice 4 K\n",                 /* accepted key missing */
+        "user_id 3\ndevice 4 K K K\n",             /* a field too many */
+        "user_id 3\ndevice 4 K -\ndevice 4 K -\n", /* device twice */
+        "user_id 3\ndevice 4 06K -\n",             /* key too long */
+        "user_id 3\ndevice 4 K zz\n",              /* not a key */
+        "user_id 3\ndevice 04 K -\n",              /* leading zero */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        /* K stands for a valid key. */
+        size_t o = 0;
+        for (const char *c = bad[i]; *c && o < sizeof(buf) - 70; c++) {
+            if (*c == 'K') {
+                memcpy(buf + o, key, strlen(key));
+                o += strlen(key);
+            } else {
+                buf[o++] = *c;
+            }
+        }
+        write_raw(path, buf, o);
+        if (trust_load(path, t) != PARLEY_ECONFIG)
+            fail_msg("case %zu: not refused", i);
+    }
+    /* A key of the wrong type byte; a NUL byte. */
+    snprintf(buf, sizeof(buf), "user_id 3\ndevice 4 06%s -\n", key + 2);
+    write_raw(path, buf, strlen(buf));
+    assert_int_equal(trust_load(path, t), PARLEY_ECONFIG);
+    memcpy(buf, good, strlen(good));
+    buf[3] = '\0';
+    write_raw(path, buf, strlen(good));
+    assert_int_equal(trust_load(path, t), PARLEY_ECONFIG);
+    assert_int_equal(t->user_id, 99); /* untouched on error */
+    free(t);
+}
+
+/* The message store (msgstore.h) */
+
+static struct msgstore_msg sample_msg(void)
+{
+    struct msgstore_msg m;
+    memset(&m, 0, sizeof(m));
+    m.message_id = 1234;
+    m.from_user_id = 7;
+    m.to_user_id = 8;
+    m.date = 1700000000;
+    m.timer_s = 30;
+    m.identity_changed = true;
+    snprintf(m.from, sizeof(m.from), "alice");
+    snprintf(m.to, sizeof(m.to), "bob");
+    m.text = "h\xc3\xa9llo\nworld";
+    m.text_len = strlen(m.text);
+    return m;
+}
+
+static void test_msgstore_pending_then_delivered_in_0600_files(void **state)
+{
+    struct fixture *f = *state;
+    char dir[600], pending[700], final[700];
+    struct msgstore_msg m = sample_msg(), got;
+    enum msgstore_state st;
+    path_in(dir, sizeof(dir), f->dir, "chat");
+    path_in(pending, sizeof(pending), dir, "1234-7.pending");
+    path_in(final, sizeof(final), dir, "1234-7");
+
+    assert_int_equal(msgstore_state(dir, 1234, 7, &st), 0);
+    assert_int_equal(st, MSGSTORE_NONE);
+    assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ENOTFOUND);
+    assert_int_equal(msgstore_put(dir, &m, false), 0);
+    assert_int_equal(mode_of(dir), 0700);
+    assert_int_equal(mode_of(pending), 0600);
+    assert_int_equal(msgstore_state(dir, 1234, 7, &st), 0);
+    assert_int_equal(st, MSGSTORE_PENDING);
+    /* The key is (message id, sender): another sender's 1234 is another. */
+    assert_int_equal(msgstore_state(dir, 1234, 8, &st), 0);
+    assert_int_equal(st, MSGSTORE_NONE);
+
+    assert_int_equal(msgstore_get(dir, 1234, 7, &got), 0);
+    assert_int_equal(got.message_id, 1234);
+    assert_int_equal(got.from_user_id, 7);
+    assert_int_equal(got.to_user_id, 8);
+    assert_int_equal(got.date, 1700000000);
+    assert_int_equal(got.timer_s, 30);
+    assert_true(got.identity_changed);
+    assert_string_equal(got.from, "alice");
+    assert_string_equal(got.to, "bob");
+    assert_int_equal(got.text_len, m.text_len);
+    assert_string_equal(got.text, m.text);
+    msgstore_text_free(&got);
+    assert_null(got.text);
+
+    assert_int_equal(msgstore_mark_delivered(dir, 1234, 7), 0);
+    assert_false(exists(pending));
+    assert_int_equal(mode_of(final), 0600);
+    assert_int_equal(msgstore_state(dir, 1234, 7, &st), 0);
+    assert_int_equal(st, MSGSTORE_DELIVERED);
+    assert_int_equal(msgstore_mark_delivered(dir, 1234, 7), 0);
+    assert_int_equal(msgstore_mark_delivered(dir, 99, 7), PARLEY_ENOTFOUND);
+    assert_int_equal(msgstore_get(dir, 1234, 7, &got), 0);
+    msgstore_text_free(&got);
+
+    /* Single messages can be deleted (self-destruct timers). */
+    assert_int_equal(msgstore_remove(dir, 1234, 7), 0);
+    assert_false(exists(final));
+    assert_int_equal(msgstore_state(dir, 1234, 7, &st), 0);
+    assert_int_equal(st, MSGSTORE_NONE);
+    assert_int_equal(msgstore_remove(dir, 1234, 7), 0);
+}
+
+static void test_msgstore_refuses_what_it_cannot_write_back(void **state)
+{
+    struct fixture *f = *state;
+    char dir[600];
+    struct msgstore_msg m = sample_msg();
+    path_in(dir, sizeof(dir), f->dir, "chat");
+    snprintf(m.from, sizeof(m.from), "Alice"); /* not case-folded */
+    assert_int_equal(msgstore_put(dir, &m, true), PARLEY_EINVAL);
+    m = sample_msg();
+    m.text_len = MSGSTORE_TEXT_MAX + 1;
+    assert_int_equal(msgstore_put(dir, &m, true), PARLEY_EINVAL);
+    m = sample_msg();
+    m.text = "";
+    m.text_len = 0;
+    assert_int_equal(msgstore_put(dir, &m, true), 0);
+}
+
+static void test_msgstore_corrupt_or_truncated_is_econfig(void **state)
+{
+    struct fixture *f = *state;
+    char dir[600], path[700], *buf;
+    size_t len;
+    struct msgstore_msg m = sample_msg(), got;
+    path_in(dir, sizeof(dir), f->dir, "chat");
+    path_in(path, sizeof(path), dir, "1234-7");
+    assert_int_equal(msgstore_put(dir, &m, true), 0);
+    assert_int_equal(home_read_file(path, &buf, &len), 0);
+
+    write_raw(path, buf, len - 1); /* cut short */
+    assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
+    write_raw(path, buf, len - 3);
+    assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
+    char *longer = malloc(len + 1);
+    assert_non_null(longer);
+    memcpy(longer, buf, len);
+    longer[len] = 'x'; /* a byte after the text */
+    write_raw(path, longer, len + 1);
+    assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
+    free(longer);
+    write_raw(path, buf + 16, len - 16); /* the first line gone */
+    assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
+    char *edited = malloc(len);
+    assert_non_null(edited);
+    memcpy(edited, buf, len);
+    edited[len - 4] = '\0'; /* a NUL byte in the text */
+    write_raw(path, edited, len);
+    assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
+    memcpy(edited, buf, len);
+    edited[strlen("message_id ")] = '5'; /* another message's id */
+    write_raw(path, edited, len);
+    assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
+    free(edited);
+    static const char bad_flag[] = "message_id 1234\nfrom_user_id 7\nfrom alice\nto_user_id 8\n"
+                                   "to bob\ndate 1\ntimer_s 0\nidentity_changed 2\ntext 1\nx\n";
+    write_raw(path, bad_flag, strlen(bad_flag));
+    assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
+    write_raw(path, buf, len); /* the original reads again */
+    assert_int_equal(msgstore_get(dir, 1234, 7, &got), 0);
+    msgstore_text_free(&got);
+    free(buf);
+}
+
+/* Prekey counters (home.h) */
+
+static void test_home_prekeys_default_round_trip_and_corrupt(void **state)
+{
+    struct fixture *f = *state;
+    char path[600];
+    struct home_prekeys st, got;
+    assert_int_equal(home_load_prekeys(f->dir, &st), 0);
+    assert_int_equal(st.next_prekey_id, 1);
+    assert_int_equal(st.signed_prekey_id, 0);
+    st = (struct home_prekeys){
+        .next_prekey_id = 101, .signed_prekey_id = 3, .signed_prekey_date = 1700000000};
+    assert_int_equal(home_save_prekeys(f->dir, &st), 0);
+    path_in(path, sizeof(path), f->dir, "prekeys");
+    assert_int_equal(mode_of(path), 0600);
+    assert_int_equal(home_load_prekeys(f->dir, &got), 0);
+    assert_int_equal(got.next_prekey_id, 101);
+    assert_int_equal(got.signed_prekey_id, 3);
+    assert_int_equal(got.signed_prekey_date, 1700000000);
+
+    const char *bad[] = {
+        "next_prekey_id 1\nsigned_prekey_id 0\n",                              /* missing */
+        "next_prekey_id 1\nsigned_prekey_id 0\nsigned_prekey_date 0",          /* cut short */
+        "next_prekey_id 0\nsigned_prekey_id 0\nsigned_prekey_date 0\n",        /* id 0 */
+        "next_prekey_id 16777216\nsigned_prekey_id 0\nsigned_prekey_date 0\n", /* > 24 bits */
+        "next_prekey_id 1\nnext_prekey_id 1\nsigned_prekey_id 0\nsigned_prekey_date 0\n",
+        "next_prekey_id 1\nsigned_prekey_id x\nsigned_prekey_date 0\n",
+        "next_prekey_id 1\nsigned_prekey_id 0\nsigned_prekey_date 0\ncolor 1\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        write_raw(path, bad[i], strlen(bad[i]));
+        if (home_load_prekeys(f->dir, &got) != PARLEY_ECONFIG)
+            fail_msg("case %zu: not refused", i);
+    }
+}
+
+/* The API on local state */
+
+/* A home with an account (user_id, device_id, name), its device key and
+ * its Signal identity, as signup leaves it; *pub gets the identity's public key. */
+static void make_home(const struct fixture *f, const char *name, uint64_t user_id,
+                      uint64_t device_id, char *home, size_t size, struct keys_public *pub)
+{
+    char e2e_path[700];
+    struct home_account a;
+    memset(&a, 0, sizeof(a));
+    snprintf(a.server, sizeof(a.server), NO_SERVER);
+    a.user_id = user_id;
+    a.device_id = device_id;
+    snprintf(a.username, sizeof(a.username), "%s", name);
+    path_in(home, size, f->dir, name);
+    assert_int_equal(home_init(home), 0);
+    assert_int_equal(home_save_account(home, &a), 0);
+    unsigned char *sk;
+    assert_int_equal(home_key_new(&sk), 0);
+    assert_int_equal(home_save_key(home, sk), 0);
+    home_key_free(sk);
+    path_in(e2e_path, sizeof(e2e_path), home, "e2e");
+    struct e2e_dir d = {.path = e2e_path};
+    struct e2e_identity id;
+    assert_int_equal(e2e_init(&d, 77, (uint32_t)device_id, &id), 0);
+    if (pub)
+        *pub = *keys_public_of(id.key);
+    keys_free(id.key);
+}
+
+/* Records in home that peer (user_id) has one device with key. */
+static void record_peer(const char *home, const char *peer, uint64_t user_id, uint64_t device_id,
+                        const struct keys_public *key)
+{
+    char dir[700], path[800];
+    struct trust *t = malloc(sizeof(*t));
+    enum trust_verdict v;
+    assert_non_null(t);
+    path_in(dir, sizeof(dir), home, "secret");
+    assert_int_equal(home_init(dir), 0);
+    path_in(path, sizeof(path), dir, peer);
+    assert_int_equal(home_init(path), 0);
+    path_in(dir, sizeof(dir), path, "trust");
+    trust_init(t, user_id);
+    assert_int_equal(trust_see(t, device_id, key, &v), 0);
+    assert_int_equal(trust_save(dir, t), 0);
+    free(t);
+}
+
+static struct parley *open_at(const char *home)
+{
+    struct parley *p = NULL;
+    struct parley_options o = {.home = home, .server_url = NO_SERVER, .timeout_ms = 200};
+    assert_int_equal(parley_open(&o, &p), 0);
+    return p;
+}
+
+static void test_secret_api_checks_arguments_and_account_first(void **state)
+{
+    struct fixture *f = *state;
+    char home[600];
+    struct parley_safety s;
+    struct parley_msg m;
+    path_in(home, sizeof(home), f->dir, "empty");
+    struct parley *p = open_at(home);
+    assert_int_equal(parley_secret_start(NULL, "@bob"), PARLEY_EINVAL);
+    assert_int_equal(parley_secret_start(p, NULL), PARLEY_EINVAL);
+    assert_int_equal(parley_secret_start(p, "@b"), PARLEY_EBAD_USERNAME);
+    assert_int_equal(parley_secret_start(p, "@bob"), PARLEY_ENOACCOUNT);
+    assert_int_equal(parley_send_secret(p, "@bob", "hi", 2, 0, &m), PARLEY_ENOACCOUNT);
+    assert_int_equal(parley_send_secret(p, "@bob", "", 0, 0, &m), PARLEY_EINVAL);
+    assert_int_equal(parley_send_secret(p, "@bob", "\xff", 1, 0, &m), PARLEY_EBAD_UTF8);
+    assert_int_equal(parley_send_secret(p, "bad name", "hi", 2, 0, &m), PARLEY_EBAD_USERNAME);
+    assert_int_equal(parley_verify(p, "@bob", &s), PARLEY_ENOACCOUNT);
+    assert_int_equal(parley_verify(p, "@bob", NULL), PARLEY_EINVAL);
+    assert_int_equal(parley_verify_accept(p, "@bob"), PARLEY_ENOACCOUNT);
+    parley_close(p);
+
+    /* With an account: no chat with oneself, no safety number before a key. */
+    make_home(f, "alice", 1, 1, home, sizeof(home), NULL);
+    p = open_at(home);
+    assert_int_equal(parley_secret_start(p, "@Alice"), PARLEY_EINVAL);
+    assert_int_equal(parley_send_secret(p, "alice", "hi", 2, 0, &m), PARLEY_EINVAL);
+    assert_int_equal(parley_verify(p, "@bob", &s), PARLEY_ENOTFOUND);
+    assert_int_equal(parley_verify_accept(p, "@bob"), PARLEY_ENOTFOUND);
+    parley_close(p);
+}
+
+static void test_safety_numbers_are_the_same_on_both_sides(void **state)
+{
+    struct fixture *f = *state;
+    char alice[600], bob[600];
+    struct keys_public ka, kb;
+    struct parley_safety sa, sb;
+    make_home(f, "alice", 1, 10, alice, sizeof(alice), &ka);
+    make_home(f, "bob", 2, 20, bob, sizeof(bob), &kb);
+    record_peer(alice, "bob", 2, 20, &kb);
+    record_peer(bob, "alice", 1, 10, &ka);
+    struct parley *pa = open_at(alice), *pb = open_at(bob);
+    assert_int_equal(parley_verify(pa, "@bob", &sa), 0);
+    assert_int_equal(parley_verify(pb, "alice", &sb), 0);
+    assert_string_equal(sa.number, sb.number);
+    assert_int_equal(strlen(sa.number), 71);
+    for (size_t i = 0; i < 71; i++)
+        assert_true(i % 6 == 5 ? sa.number[i] == ' '
+                               : (sa.number[i] >= '0' && sa.number[i] <= '9'));
+    assert_int_equal(sa.device_id, 20);
+    assert_int_equal(sb.device_id, 10);
+    assert_false(sa.changed);
+    /* A third party's key gives another number. */
+    struct keys_public other = some_key(9);
+    record_peer(alice, "bob", 2, 20, &other);
+    assert_int_equal(parley_verify(pa, "@bob", &sa), 0);
+    assert_string_not_equal(sa.number, sb.number);
+    parley_close(pa);
+    parley_close(pb);
+}
+
+static void test_changed_key_blocks_sending_until_accepted(void **state)
+{
+    struct fixture *f = *state;
+    char alice[600], path[800], trust_file[900];
+    struct keys_public kb = some_key(4), kb2 = some_key(5);
+    struct parley_safety s;
+    struct parley_msg m;
+    struct trust *t = malloc(sizeof(*t));
+    enum trust_verdict v;
+    assert_non_null(t);
+    make_home(f, "alice", 1, 10, alice, sizeof(alice), NULL);
+    record_peer(alice, "bob", 2, 20, &kb);
+    path_in(path, sizeof(path), alice, "secret/bob");
+    path_in(trust_file, sizeof(trust_file), path, "trust");
+    assert_int_equal(trust_load(trust_file, t), 0);
+    assert_int_equal(trust_see(t, 20, &kb2, &v), 0);
+    assert_int_equal(v, TRUST_CHANGED);
+    assert_int_equal(trust_save(trust_file, t), 0);
+
+    struct parley *p = open_at(alice);
+    /* Refused before any network: the server in the options is closed. */
+    assert_int_equal(parley_send_secret(p, "@bob", "hi", 2, 0, &m), PARLEY_EUNTRUSTED_IDENTITY);
+    assert_int_equal(parley_verify(p, "@bob", &s), 0);
+    assert_true(s.changed);
+    assert_int_equal(parley_verify_accept(p, "@bob"), 0);
+    assert_int_equal(parley_verify(p, "@bob", &s), 0);
+    assert_false(s.changed);
+    assert_int_equal(trust_load(trust_file, t), 0);
+    assert_memory_equal(t->dev[0].accepted.u, kb2.u, KEYS_PUBLIC_LEN);
+    assert_int_equal(mode_of(trust_file), 0600);
+    /* Accepted: the send now gets as far as the network. */
+    assert_int_equal(parley_send_secret(p, "@bob", "hi", 2, 0, &m), PARLEY_ECONNECT);
+    parley_close(p);
+    free(t);
+}
+
+static void test_damaged_secret_state_is_econfig(void **state)
+{
+    struct fixture *f = *state;
+    char alice[600], path[800];
+    struct keys_public kb = some_key(4);
+    struct parley_safety s;
+    struct parley_msg m;
+    make_home(f, "alice", 1, 10, alice, sizeof(alice), NULL);
+    record_peer(alice, "bob", 2, 20, &kb);
+
+    path_in(path, sizeof(path), alice, "secret/bob/trust");
+    write_raw(path, "user_id 2\ndevice 20", 19);
+    struct parley *p = open_at(alice);
+    assert_int_equal(parley_verify(p, "@bob", &s), PARLEY_ECONFIG);
+    assert_int_equal(parley_verify_accept(p, "@bob"), PARLEY_ECONFIG);
+    assert_int_equal(parley_send_secret(p, "@bob", "hi", 2, 0, &m), PARLEY_ECONFIG);
+    parley_close(p);
+
+    record_peer(alice, "bob", 2, 20, &kb);
+    path_in(path, sizeof(path), alice, "e2e/identity");
+    write_raw(path, "short", 5);
+    p = open_at(alice);
+    assert_int_equal(parley_verify(p, "@bob", &s), PARLEY_ECONFIG);
+    assert_int_equal(parley_send_secret(p, "@bob", "hi", 2, 0, &m), PARLEY_ECONFIG);
+    parley_close(p);
+
+    /* An identity made for another device of the account. */
+    char e2e_path[700];
+    path_in(e2e_path, sizeof(e2e_path), alice, "e2e");
+    path_in(path, sizeof(path), e2e_path, "identity");
+    assert_int_equal(unlink(path), 0);
+    path_in(path, sizeof(path), e2e_path, "registration");
+    assert_int_equal(unlink(path), 0);
+    struct e2e_dir d = {.path = e2e_path};
+    struct e2e_identity id;
+    assert_int_equal(e2e_init(&d, 77, 11, &id), 0);
+    keys_free(id.key);
+    p = open_at(alice);
+    assert_int_equal(parley_verify(p, "@bob", &s), PARLEY_ECONFIG);
+    parley_close(p);
+}
+
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        T(test_trust_first_use_then_same_then_changed_until_accepted),
+        T(test_trust_refuses_more_devices_than_a_send_reaches),
+        T(test_trust_round_trips_in_a_0600_file),
+        T(test_trust_corrupt_or_truncated_is_econfig),
+        T(test_msgstore_pending_then_delivered_in_0600_files),
+        T(test_msgstore_refuses_what_it_cannot_write_back),
+        T(test_msgstore_corrupt_or_truncated_is_econfig),
+        T(test_home_prekeys_default_round_trip_and_corrupt),
+        T(test_secret_api_checks_arguments_and_account_first),
+        T(test_safety_numbers_are_the_same_on_both_sides),
+        T(test_changed_key_blocks_sending_until_accepted),
+        T(test_damaged_secret_state_is_econfig),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
