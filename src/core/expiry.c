@@ -76,15 +76,19 @@ static void publish_ttl(struct session *s, const struct store_req *req)
     f.push = &push;
     size_t len;
     const uint8_t *buf;
+    const char *user_name = req->out.n_msgs ? req->out.msgs[0].from_name : "";
+    const char *peer_name = req->out.n_msgs ? req->out.msgs[0].to_name : "";
     if (req->out.to_pts) {
         up.pts = req->out.to_pts;
         ct.peer_user_id = req->in.ttl.user;
+        ct.peer_username = (char *)user_name;
         if (!(buf = frame_encode_buf(&f, &s->w->enc, &len)))
             abort();
         router_publish(s->w->router, req->in.ttl.peer, 0, buf, len);
     }
     up.pts = req->out.pts;
     ct.peer_user_id = req->in.ttl.peer;
+    ct.peer_username = (char *)peer_name;
     if (!(buf = frame_encode_buf(&f, &s->w->enc, &len)))
         abort();
     router_publish(s->w->router, req->in.ttl.user, s->device_id, buf, len);

@@ -665,6 +665,7 @@ static void update_to_proto(const struct store_msg *m, uint64_t self, size_t i,
         ps->ttls[i].peer_user_id = m->peer;
         ps->ttls[i].ttl_s = m->ttl_s;
         ps->ttls[i].by_user_id = m->by_peer ? m->peer : self;
+        ps->ttls[i].peer_username = (char *)(m->to_name ? m->to_name : "");
         up->kind_case = PARLEY__V1__UPDATE__KIND_CHAT_TTL;
         up->chat_ttl = &ps->ttls[i];
         break;

@@ -392,7 +392,10 @@ void store_port_close(struct store_port *port);
  * SET_TTL  sets the auto-delete time of the chat of user and peer for
  *          both (0: off); messages sent afterwards get expires = date +
  *          ttl_s (SEND's msg.expires). Appends a TTL update to user's log
- *          (pts) and, for another peer, to peer's (to_pts, by_peer set).
+ *          (pts) and, for another peer, to peer's (to_pts, by_peer set);
+ *          msgs[0] (n_msgs 1) carries both names: from_name the user's,
+ *          to_name the peer's. In SYNC, a TTL entry's to_name is the
+ *          peer's name.
  *          PARLEY_ENOUSER if peer does not exist.
  * PURGE    deletes up to limit messages whose expires <= now, oldest
  *          expiry first, found through an index on expires (never a

@@ -222,11 +222,14 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [ST_UPDATE_INSERT] = "INSERT INTO updates (user_id, pts, message_id) VALUES (?1, ?2, ?3)",
     /* Other kinds of updates have no message: outer joins, columns 0-10
-     * NULL, then kind, arg, ids and message_id in 11-14. */
-    [ST_SYNC_PAGE] = "SELECT " MSG_COLS ", u.pts, m.expires, u.kind, u.arg, u.ids, u.message_id"
+     * NULL, then kind, arg, ids, message_id and (TTL) the peer's name in
+     * 11-15. */
+    [ST_SYNC_PAGE] = "SELECT " MSG_COLS ", u.pts, m.expires, u.kind, u.arg, u.ids, u.message_id,"
+                     " pu.username"
                      " FROM updates u LEFT JOIN messages m ON u.kind = 0 AND m.id = u.message_id"
                      " LEFT JOIN users fu ON fu.id = m.from_user"
                      " LEFT JOIN users tu ON tu.id = m.to_user"
+                     " LEFT JOIN users pu ON u.kind >= 2 AND pu.id = u.message_id"
                      " WHERE u.user_id = ?1 AND u.pts > ?2 ORDER BY u.pts LIMIT ?3",
     [ST_HISTORY_PAGE] = "SELECT " MSG_COLS ", 0, m.expires FROM messages m" MSG_JOIN
                         " WHERE m.chat_lo = ?1 AND m.chat_hi = ?2 AND m.id < ?3"
@@ -472,7 +475,8 @@ static void scratch_update_row(struct scratch *sc, sqlite3_stmt *s)
     }
     struct pending_msg *pm = scratch_msg(sc);
     pm->m.pts = column_u64(s, 9);
-    pm->from_off = pm->to_off = pm->text_off = scratch_str(sc, "", 0);
+    pm->from_off = pm->text_off = scratch_str(sc, "", 0);
+    pm->to_off = scratch_column_text(sc, s, 15); /* TTL: the peer's name; else "" */
     if (kind == UPD_DELETED) {
         const void *ids = sqlite3_column_blob(s, 13);
         size_t n = ids ? (size_t)sqlite3_column_bytes(s, 13) / 8 : 0;
@@ -1494,6 +1498,12 @@ static int op_set_ttl(struct store *st, struct store_req *req)
         ue->ttl_chats = pe->ttl_chats = true;
     req->out.pts = pts;
     req->out.to_pts = to_pts;
+    /* Both names, for the pushes: msgs[0].from_name (user), to_name (peer). */
+    struct pending_msg *pm = scratch_msg(&st->scratch);
+    pm->m.kind = STORE_UPD_TTL;
+    pm->from_off = scratch_str(&st->scratch, ue->name, strlen(ue->name));
+    pm->to_off = scratch_str(&st->scratch, pe->name, strlen(pe->name));
+    pm->text_off = scratch_str(&st->scratch, "", 0);
     return 0;
 }
 

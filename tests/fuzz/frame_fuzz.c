@@ -100,6 +100,7 @@ static void touch_update(const Parley__V1__Update *u)
         break;
     case PARLEY__V1__UPDATE__KIND_CHAT_TTL:
         sink += u->chat_ttl->peer_user_id + u->chat_ttl->ttl_s + u->chat_ttl->by_user_id;
+        touch_str(u->chat_ttl->peer_username);
         break;
     case PARLEY__V1__UPDATE__KIND__NOT_SET:
         break;

@@ -188,6 +188,7 @@ static void test_expired_messages_are_purged_and_every_device_told(void **state)
     assert_int_equal(f->push->update->chat_ttl->ttl_s, 2);
     assert_int_equal(f->push->update->chat_ttl->by_user_id,
                      f->push->update->chat_ttl->peer_user_id);
+    assert_string_equal(f->push->update->chat_ttl->peer_username, "ttl_alice");
     frame_free(f);
 
     const char *secret_words = "this text expires in two seconds";
@@ -239,6 +240,7 @@ static void test_expired_messages_are_purged_and_every_device_told(void **state)
     f = sync_from(alice, apts - 1);
     assert_int_equal(f->response->sync->updates[0]->kind_case, PARLEY__V1__UPDATE__KIND_CHAT_TTL);
     assert_int_equal(f->response->sync->updates[0]->chat_ttl->ttl_s, 2);
+    assert_string_equal(f->response->sync->updates[0]->chat_ttl->peer_username, "ttl_bob");
     frame_free(f);
 
     /* And from the database files, once the store is idle. */
