@@ -90,6 +90,15 @@ struct parley_options {
     void *log_arg;
 };
 
+/* What a delivered entry is: a message, messages removed (cloud
+ * auto-delete, or a secret message's timer), or a chat's auto-delete time
+ * or secret timer changed (by from_user_id; chat names the chat). */
+enum parley_msg_kind {
+    PARLEY_MSG_TEXT = 0,
+    PARLEY_MSG_DELETED = 1,
+    PARLEY_MSG_TTL = 2,
+};
+
 /* A message. Strings are valid until the next call on the same struct parley
  * (or, in a callback, until the callback returns). */
 struct parley_msg {
@@ -111,6 +120,13 @@ struct parley_msg {
                             received */
     bool identity_changed; /* secret: the sending device's identity key changed and is not
                               accepted (parley_verify_accept) */
+    enum parley_msg_kind kind; /* what this entry is; the fields above describe a TEXT */
+    int64_t expires;     /* unix seconds when it is deleted (cloud auto-delete, or a secret
+                            message's timer once read); 0: not scheduled */
+    uint32_t timer_s;    /* secret: the self-destruct timer it was sent with; 0: none */
+    uint32_t ttl_s;      /* kind TTL: the chat's new auto-delete time or timer; 0: off */
+    const uint64_t *deleted_ids; /* kind DELETED: the message ids removed */
+    size_t n_deleted;
 };
 
 /* Returns 0 to go on, non-zero to stop the call that invoked it. It must
@@ -233,6 +249,20 @@ PARLEY_API int parley_verify(struct parley *p, const char *peer, struct parley_s
  * unblocks sending (no network). Returns 0 (also when nothing was
  * changed), or the errors of parley_verify. */
 PARLEY_API int parley_verify_accept(struct parley *p, const char *peer);
+
+/* Auto-delete of the cloud chat with peer, for both members: messages
+ * sent from now on are deleted ttl_s seconds after they were sent (0:
+ * off; at most 31536000, a year), everywhere. Returns 0, or
+ * PARLEY_EINVAL, PARLEY_EBAD_USERNAME, PARLEY_ENOUSER, PARLEY_ENOACCOUNT,
+ * network errors. */
+PARLEY_API int parley_set_ttl(struct parley *p, const char *peer, uint32_t ttl_s);
+
+/* The self-destruct timer of the secret chat with peer (0: off; 1 to
+ * 604800 s, a week): sent to the peer as a secret message, and used for
+ * the messages this device sends from now on. A message's timer starts
+ * when its recipient reads it (parley_recv delivers it); then both sides
+ * delete it. Errors: those of parley_send_secret, PARLEY_EINVAL. */
+PARLEY_API int parley_secret_timer(struct parley *p, const char *peer, uint32_t timer_s);
 
 /* Text and symbolic name ("ENOUSER") of an error code; never NULL. */
 PARLEY_API const char *parley_strerror(int err);

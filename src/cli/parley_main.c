@@ -40,6 +40,8 @@ static const char usage_main[] =
     "  secret start PEER                    start a secret (end-to-end encrypted) chat\n"
     "  verify PEER [--accept]               show the safety number of the secret chat;\n"
     "                                       --accept: trust PEER's current identity key\n"
+    "  ttl [--secret] PEER SECONDS          auto-delete the chat's new messages after SECONDS\n"
+    "                                       (0: off); --secret: the secret chat's timer\n"
     "\n"
     "options:\n"
     "  --server URL   https://HOST:PORT, or http:// to a loopback host\n"
@@ -256,8 +258,49 @@ static json_t *jstr(const char *s, size_t len)
     return j ? j : json_null();
 }
 
+/* A deletion or a chat's auto-delete / timer change, as recv shows it. */
+static void print_event(const struct cli *cli, const struct parley_msg *m)
+{
+    const char *kind = m->kind == PARLEY_MSG_DELETED ? "deleted" : "ttl";
+    if (cli->json) {
+        json_t *o = json_object();
+        if (!o)
+            return;
+        json_object_set_new(o, "kind", json_string(kind));
+        if (m->pts)
+            json_object_set_new(o, "pts", json_integer((json_int_t)m->pts));
+        if (m->chat[0])
+            json_object_set_new(o, "chat", jstr(m->chat, strlen(m->chat)));
+        if (m->kind == PARLEY_MSG_DELETED) {
+            json_t *ids = json_array();
+            for (size_t i = 0; ids && i < m->n_deleted; i++)
+                json_array_append_new(ids, json_integer((json_int_t)m->deleted_ids[i]));
+            json_object_set_new(o, "ids", ids);
+        } else {
+            json_object_set_new(o, "from", jstr(m->from, strlen(m->from)));
+            json_object_set_new(o, "ttl_s", json_integer((json_int_t)m->ttl_s));
+        }
+        json_object_set_new(o, "secret", json_boolean(m->secret));
+        print_json(o);
+    } else if (m->kind == PARLEY_MSG_DELETED) {
+        printf("%s%zu message(s) deleted%s%s\n", m->secret ? "[secret] " : "", m->n_deleted,
+               m->chat[0] ? " in " : "", m->chat);
+    } else if (m->ttl_s) {
+        printf("%s%s set %s in %s to %u s\n", m->secret ? "[secret] " : "", m->from,
+               m->secret ? "the self-destruct timer" : "auto-delete", m->chat, m->ttl_s);
+    } else {
+        printf("%s%s turned %s off in %s\n", m->secret ? "[secret] " : "", m->from,
+               m->secret ? "the self-destruct timer" : "auto-delete", m->chat);
+    }
+    fflush(stdout);
+}
+
 static void print_msg(const struct cli *cli, const struct parley_msg *m, bool with_duplicate)
 {
+    if (m->kind != PARLEY_MSG_TEXT) {
+        print_event(cli, m);
+        return;
+    }
     if (cli->json) {
         json_t *o = json_object();
         if (!o)
@@ -276,6 +319,10 @@ static void print_msg(const struct cli *cli, const struct parley_msg *m, bool wi
         json_object_set_new(o, "secret", json_boolean(m->secret));
         if (m->identity_changed)
             json_object_set_new(o, "identity_changed", json_true());
+        if (m->expires)
+            json_object_set_new(o, "expires", json_integer((json_int_t)m->expires));
+        if (m->timer_s)
+            json_object_set_new(o, "timer_s", json_integer((json_int_t)m->timer_s));
         print_json(o);
     } else {
         char when[32] = "?";
@@ -327,6 +374,15 @@ static const char usage_verify[] =
     "  over another channel: equal numbers mean nobody is in between.\n"
     "  --accept   trust PEER's current identity key (after a change), which\n"
     "             allows sending again\n";
+static const char usage_ttl[] =
+    "usage: parley ttl [--secret] PEER SECONDS\n"
+    "  the chat with PEER, for both of you, from now on:\n"
+    "  without --secret  auto-delete: the server deletes each new message SECONDS\n"
+    "                    after it was sent, on every device (0: off; up to 31536000;\n"
+    "                    1d = 86400, 1w = 604800, 1 month = 2592000)\n"
+    "  --secret          self-destruct timer of the secret chat: a message is deleted\n"
+    "                    on both devices SECONDS after its recipient read it (0: off;\n"
+    "                    up to 604800; usual: 5, 10, 30, 60, 3600, 86400, 604800)\n";
 static const char usage_history[] =
     "usage: parley history PEER [--limit N] [--before MSGID]\n"
     "  prints the chat with PEER, newest first.\n";
@@ -597,6 +653,50 @@ static int cmd_secret(struct cli *cli, int argc, char **argv)
     return finish_output();
 }
 
+static int cmd_ttl(struct cli *cli, int argc, char **argv)
+{
+    const char *pos[2];
+    int npos = 0;
+    bool secret = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--secret") == 0)
+            secret = true;
+        else if (argv[i][0] == '-' && argv[i][1] == '-')
+            return usage_error(usage_ttl, "unknown option: ", argv[i]);
+        else if (npos < 2)
+            pos[npos++] = argv[i];
+        else
+            return usage_error(usage_ttl, "too many arguments", "");
+    }
+    if (npos != 2)
+        return usage_error(usage_ttl, "ttl takes PEER SECONDS", "");
+    uint64_t seconds;
+    const uint64_t max = secret ? 604800 : 31536000;
+    if (!parse_u64(pos[1], &seconds) || seconds > max)
+        return usage_error(usage_ttl, "bad SECONDS: ", pos[1]);
+    const char *peer = pos[0];
+    int err = secret ? parley_secret_timer(cli->p, peer, (uint32_t)seconds)
+                     : parley_set_ttl(cli->p, peer, (uint32_t)seconds);
+    if (err)
+        return secret ? fail_secret(cli, err, peer) : fail(cli, err, peer);
+    const char *at = peer[0] == '@' ? "" : "@";
+    if (cli->json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "chat", json_string(peer));
+        json_object_set_new(o, "ttl_s", json_integer((json_int_t)seconds));
+        json_object_set_new(o, "secret", json_boolean(secret));
+        print_json(o);
+    } else if (seconds) {
+        printf("%s in the %schat with %s%s: %llu s\n",
+               secret ? "self-destruct timer" : "auto-delete", secret ? "secret " : "", at, peer,
+               (unsigned long long)seconds);
+    } else {
+        printf("%s off in the %schat with %s%s\n", secret ? "self-destruct timer" : "auto-delete",
+               secret ? "secret " : "", at, peer);
+    }
+    return finish_output();
+}
+
 static int cmd_verify(struct cli *cli, int argc, char **argv)
 {
     const char *peer = NULL;
@@ -653,6 +753,7 @@ static const struct command commands[] = {
     {"history", usage_history, cmd_history},
     {"secret", usage_secret, cmd_secret},
     {"verify", usage_verify, cmd_verify},
+    {"ttl", usage_ttl, cmd_ttl},
 };
 
 static int log_level_from_env(void)

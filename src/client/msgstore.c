@@ -19,6 +19,25 @@
 
 #define PENDING_SUFFIX ".pending"
 #define HEAD_MAX 512 /* the header lines, bounded by their fields */
+#define TIMER_FILE "timer"
+#define INDEX_FILE "expiring"
+#define INDEX_LINE_MAX 80 /* "ID FROM EXPIRES OWED\n": 20 + 20 + 20 + 1 digits, spaces */
+
+/* One line of the expiry index. */
+struct entry {
+    uint64_t message_id;
+    uint64_t from_user_id;
+    int64_t expires;   /* unix seconds, > 0 */
+    bool receipt_owed; /* the read receipt is not sent yet */
+};
+
+struct index {
+    size_t n;
+    struct entry e[MSGSTORE_EXPIRING_MAX];
+};
+
+static int index_load(const char *dir, struct index *ix);
+static struct entry *index_find(struct index *ix, uint64_t message_id, uint64_t from_user_id);
 
 /* dir + "/" + "<message_id>-<from_user_id>" [+ ".pending"] */
 static int msg_path(char *buf, size_t size, const char *dir, uint64_t id, uint64_t from,
@@ -205,6 +224,17 @@ int msgstore_get(const char *dir, uint64_t message_id, uint64_t from_user_id,
     }
     sodium_memzero(buf, len);
     free(buf);
+    if (!err) {
+        struct index *ix = malloc(sizeof(*ix));
+        const struct entry *en;
+        if (!ix || (err = index_load(dir, ix)))
+            err = err ? err : PARLEY_ENOMEM;
+        else if ((en = index_find(ix, message_id, from_user_id)))
+            m.expires = en->expires;
+        free(ix);
+        if (err)
+            msgstore_text_free(&m);
+    }
     if (!err)
         *out = m;
     return err;
@@ -245,11 +275,41 @@ int msgstore_mark_delivered(const char *dir, uint64_t message_id, uint64_t from_
     return 0;
 }
 
+/* Overwrites the file at path with zeros and fsyncs it, so that its
+ * blocks do not keep the plaintext once it is unlinked (on a file system
+ * that writes in place; a copy-on-write one or a flash translation layer
+ * may still hold old blocks). */
+static int wipe_file(const char *path)
+{
+    static const char zeros[4096];
+    struct stat st;
+    int fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : PARLEY_EIO;
+    int err = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? 0 : PARLEY_EIO;
+    for (off_t done = 0; !err && done < st.st_size;) {
+        size_t chunk = (size_t)PL_MIN((off_t)sizeof(zeros), st.st_size - done);
+        ssize_t w = pwrite(fd, zeros, chunk, done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            err = PARLEY_EIO;
+        else
+            done += w;
+    }
+    if (!err && fsync(fd) != 0)
+        err = PARLEY_EIO;
+    close(fd);
+    return err;
+}
+
 int msgstore_remove(const char *dir, uint64_t message_id, uint64_t from_user_id)
 {
     char path[4096];
     for (int pending = 0; pending < 2; pending++) {
         int err = msg_path(path, sizeof(path), dir, message_id, from_user_id, pending);
+        if (!err)
+            err = wipe_file(path);
         if (err)
             return err;
         if (unlink(path) != 0 && errno != ENOENT)
@@ -257,4 +317,266 @@ int msgstore_remove(const char *dir, uint64_t message_id, uint64_t from_user_id)
     }
     sync_dir(dir);
     return 0;
+}
+
+/* Self-destruct timers. */
+
+int msgstore_timer_get(const char *dir, uint32_t *out)
+{
+    char path[4096];
+    char *buf = NULL;
+    size_t len = 0;
+    uint64_t v;
+    int err = home_path(path, sizeof(path), dir, TIMER_FILE);
+    if (!err)
+        err = home_read_file(path, &buf, &len);
+    if (err == PARLEY_ENOTFOUND) {
+        *out = 0;
+        return 0;
+    }
+    if (err)
+        return err;
+    char *pos = buf;
+    /* Exactly one line: a NUL byte ends it early, so the length differs. */
+    if (!to_u64(field(&pos, "timer_s"), MSGSTORE_TIMER_MAX, &v) || (size_t)(pos - buf) != len)
+        err = PARLEY_ECONFIG;
+    free(buf);
+    if (!err)
+        *out = (uint32_t)v;
+    return err;
+}
+
+int msgstore_timer_set(const char *dir, uint32_t timer_s)
+{
+    char path[4096], line[32];
+    if (timer_s > MSGSTORE_TIMER_MAX)
+        return PARLEY_EINVAL;
+    int err = home_path(path, sizeof(path), dir, TIMER_FILE);
+    if (!err)
+        err = home_init(dir);
+    if (err)
+        return err;
+    int n = snprintf(line, sizeof(line), "timer_s %u\n", (unsigned)timer_s);
+    return home_write_file(path, line, (size_t)n);
+}
+
+/* Takes the next space- or newline-terminated token at *pos. */
+static const char *token(char **pos, char end)
+{
+    char *s = *pos;
+    char *t = strchr(s, end);
+    char *nl = strchr(s, '\n');
+    if (!t || (end != '\n' && nl && nl < t))
+        return NULL;
+    *t = '\0';
+    *pos = t + 1;
+    return s;
+}
+
+/* Reads dir's index into ix (empty when there is none). */
+static int index_load(const char *dir, struct index *ix)
+{
+    char path[4096];
+    char *buf = NULL;
+    size_t len = 0;
+    ix->n = 0;
+    int err = home_path(path, sizeof(path), dir, INDEX_FILE);
+    if (!err)
+        err = home_read_file(path, &buf, &len);
+    if (err == PARLEY_ENOTFOUND)
+        return 0;
+    if (err)
+        return err;
+    char *pos = buf;
+    /* A NUL byte stops the parse before the end, which is refused. */
+    while (!err && (size_t)(pos - buf) < len) {
+        struct entry en;
+        uint64_t exp, owed;
+        if (ix->n == MSGSTORE_EXPIRING_MAX ||
+            !to_u64(token(&pos, ' '), UINT64_MAX, &en.message_id) ||
+            !to_u64(token(&pos, ' '), UINT64_MAX, &en.from_user_id) ||
+            !to_u64(token(&pos, ' '), INT64_MAX, &exp) || exp == 0 ||
+            !to_u64(token(&pos, '\n'), 1, &owed)) {
+            err = PARLEY_ECONFIG;
+            break;
+        }
+        en.expires = (int64_t)exp;
+        en.receipt_owed = owed == 1;
+        for (size_t i = 0; i < ix->n; i++)
+            if (ix->e[i].message_id == en.message_id && ix->e[i].from_user_id == en.from_user_id)
+                err = PARLEY_ECONFIG; /* twice */
+        ix->e[ix->n++] = en;
+    }
+    if (!err && (size_t)(pos - buf) != len)
+        err = PARLEY_ECONFIG;
+    free(buf);
+    return err;
+}
+
+/* Replaces dir's index with ix; an empty index is no file. */
+static int index_save(const char *dir, const struct index *ix)
+{
+    char path[4096];
+    int err = home_path(path, sizeof(path), dir, INDEX_FILE);
+    if (err)
+        return err;
+    if (ix->n == 0) {
+        if (unlink(path) != 0 && errno != ENOENT)
+            return PARLEY_EIO;
+        sync_dir(dir);
+        return 0;
+    }
+    char *buf = malloc(ix->n * INDEX_LINE_MAX);
+    size_t len = 0;
+    if (!buf)
+        return PARLEY_ENOMEM;
+    for (size_t i = 0; i < ix->n; i++) {
+        const struct entry *en = &ix->e[i];
+        int n = snprintf(buf + len, INDEX_LINE_MAX, "%llu %llu %lld %d\n",
+                         (unsigned long long)en->message_id, (unsigned long long)en->from_user_id,
+                         (long long)en->expires, en->receipt_owed ? 1 : 0);
+        len += (size_t)n;
+    }
+    err = home_write_file(path, buf, len);
+    free(buf);
+    return err;
+}
+
+static struct entry *index_find(struct index *ix, uint64_t message_id, uint64_t from_user_id)
+{
+    for (size_t i = 0; i < ix->n; i++)
+        if (ix->e[i].message_id == message_id && ix->e[i].from_user_id == from_user_id)
+            return &ix->e[i];
+    return NULL;
+}
+
+int msgstore_set_expiry(const char *dir, uint64_t message_id, uint64_t from_user_id,
+                        int64_t expires, bool receipt_owed)
+{
+    enum msgstore_state state;
+    if (expires <= 0)
+        return PARLEY_EINVAL;
+    int err = msgstore_state(dir, message_id, from_user_id, &state);
+    if (err)
+        return err;
+    if (state == MSGSTORE_NONE)
+        return PARLEY_ENOTFOUND;
+    struct index *ix = malloc(sizeof(*ix));
+    if (!ix)
+        return PARLEY_ENOMEM;
+    if ((err = index_load(dir, ix)))
+        goto out;
+    struct entry *en = index_find(ix, message_id, from_user_id);
+    if (en) {
+        if (expires >= en->expires && (en->receipt_owed || !receipt_owed))
+            goto out; /* nothing changes */
+        en->expires = PL_MIN(en->expires, expires);
+        en->receipt_owed |= receipt_owed;
+    } else if (ix->n == MSGSTORE_EXPIRING_MAX) {
+        err = PARLEY_EBUSY;
+        goto out;
+    } else {
+        ix->e[ix->n++] = (struct entry){message_id, from_user_id, expires, receipt_owed};
+    }
+    err = index_save(dir, ix);
+out:
+    free(ix);
+    return err;
+}
+
+int msgstore_expire(const char *dir, int64_t now, uint64_t **ids, size_t *n, int64_t *next)
+{
+    uint64_t *out = NULL;
+    size_t n_out = 0, kept = 0;
+    int64_t first = 0;
+    struct index *ix = malloc(sizeof(*ix));
+    if (!ix)
+        return PARLEY_ENOMEM;
+    int err = index_load(dir, ix);
+    if (!err && ix->n && !(out = malloc(ix->n * sizeof(*out))))
+        err = PARLEY_ENOMEM;
+    for (size_t i = 0; !err && i < ix->n; i++) {
+        struct entry en = ix->e[i];
+        enum msgstore_state state = MSGSTORE_NONE;
+        if (en.expires > now) {
+            first = first == 0 ? en.expires : PL_MIN(first, en.expires);
+            ix->e[kept++] = en;
+            continue;
+        }
+        /* A file already gone was reported when it went (a crash before
+         * the index was saved): it is only dropped from the index. */
+        if ((err = msgstore_state(dir, en.message_id, en.from_user_id, &state)))
+            break;
+        if (state != MSGSTORE_NONE) {
+            if ((err = msgstore_remove(dir, en.message_id, en.from_user_id)))
+                break;
+            out[n_out++] = en.message_id;
+        }
+        /* The sender still deletes its copy on the receipt. */
+        if (en.receipt_owed)
+            ix->e[kept++] = en;
+    }
+    if (!err && kept != ix->n) {
+        ix->n = kept;
+        err = index_save(dir, ix);
+    }
+    free(ix);
+    if (err) {
+        /* Files removed before the failure are found gone next time. */
+        free(out);
+        return err;
+    }
+    if (n_out == 0) {
+        free(out);
+        out = NULL;
+    }
+    *ids = out;
+    *n = n_out;
+    *next = first;
+    return 0;
+}
+
+int msgstore_receipts_owed(const char *dir, uint64_t **ids, size_t *n)
+{
+    uint64_t *out = NULL;
+    size_t k = 0;
+    struct index *ix = malloc(sizeof(*ix));
+    if (!ix)
+        return PARLEY_ENOMEM;
+    int err = index_load(dir, ix);
+    for (size_t i = 0; !err && i < ix->n; i++) {
+        if (!ix->e[i].receipt_owed)
+            continue;
+        if (!out && !(out = malloc(ix->n * sizeof(*out))))
+            err = PARLEY_ENOMEM;
+        else
+            out[k++] = ix->e[i].message_id;
+    }
+    free(ix);
+    if (err) {
+        free(out);
+        return err;
+    }
+    *ids = out;
+    *n = k;
+    return 0;
+}
+
+int msgstore_receipts_sent(const char *dir, const uint64_t *ids, size_t n)
+{
+    bool changed = false;
+    struct index *ix = malloc(sizeof(*ix));
+    if (!ix)
+        return PARLEY_ENOMEM;
+    int err = index_load(dir, ix);
+    for (size_t i = 0; !err && i < ix->n; i++)
+        for (size_t k = 0; k < n; k++)
+            if (ix->e[i].receipt_owed && ix->e[i].message_id == ids[k]) {
+                ix->e[i].receipt_owed = false;
+                changed = true;
+            }
+    if (!err && changed)
+        err = index_save(dir, ix);
+    free(ix);
+    return err;
 }

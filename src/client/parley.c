@@ -29,6 +29,7 @@
 #define SYNC_LIMIT 100
 #define HISTORY_LIMIT_DEFAULT 50
 #define HISTORY_LIMIT_MAX 1000
+#define TTL_MAX 31536000u /* a chat's auto-delete time: a year (PROTOCOL.md "Auto-delete") */
 #define E2E_DIR "e2e"
 
 void parley__log(const struct parley *p, int level, const char *fmt, ...)
@@ -537,6 +538,7 @@ static int msg_from_wire(const struct parley *p, const Parley__V1__Message *m, u
     names->text[m->text.len] = '\0';
     out->text = names->text;
     out->text_len = m->text.len;
+    out->expires = m->expires;
     return 0;
 }
 
@@ -601,6 +603,45 @@ int parley_send(struct parley *p, const char *peer, const char *text, size_t len
     return 0;
 }
 
+/* A MessagesDeleted update: the ids point into u. */
+static int deleted_from_wire(const Parley__V1__Update *u, struct parley_msg *out)
+{
+    const Parley__V1__MessagesDeleted *d = u->messages_deleted;
+    if (!d)
+        return PARLEY_EPROTO;
+    memset(out, 0, sizeof(*out));
+    out->kind = PARLEY_MSG_DELETED;
+    out->pts = u->pts;
+    out->chat = out->from = out->to = out->text = "";
+    out->deleted_ids = d->ids;
+    out->n_deleted = d->n_ids;
+    return 0;
+}
+
+/* A ChatTtl update: chat is the other member, from who changed it. */
+static int ttl_from_wire(const struct parley *p, const Parley__V1__Update *u, struct names *names,
+                         struct parley_msg *out)
+{
+    const Parley__V1__ChatTtl *c = u->chat_ttl;
+    if (!c || !c->peer_username || strlen(c->peer_username) > PARLEY_USERNAME_MAX)
+        return PARLEY_EPROTO;
+    memset(out, 0, sizeof(*out));
+    snprintf(names->chat, sizeof(names->chat), "@%s", c->peer_username);
+    snprintf(names->from, sizeof(names->from), "@%s",
+             c->by_user_id == p->acct.user_id ? p->acct.username : c->peer_username);
+    names->to[0] = names->text[0] = '\0';
+    out->kind = PARLEY_MSG_TTL;
+    out->pts = u->pts;
+    out->from_user_id = c->by_user_id;
+    out->outgoing = c->by_user_id == p->acct.user_id;
+    out->chat = names->chat;
+    out->from = names->from;
+    out->to = names->to;
+    out->text = names->text;
+    out->ttl_s = c->ttl_s;
+    return 0;
+}
+
 /* Delivers update u if it is the next one (pts == local + 1) and moves the
  * sync position past it; authoritative (from a sync) also accepts a jump.
  * Sets *gap when a live update is ahead of the next one. */
@@ -617,17 +658,32 @@ static int apply_update(struct parley *p, const Parley__V1__Update *u, bool auth
         parley__log(p, 1, "sync: server log jumps from pts %llu to %llu",
                     (unsigned long long)p->pts, (unsigned long long)u->pts);
     }
-    if (u->kind_case == PARLEY__V1__UPDATE__KIND_NEW_MESSAGE) {
-        struct names names;
-        struct parley_msg m;
-        int err = msg_from_wire(p, u->new_message, u->pts, &names, &m);
-        if (err)
-            return err;
+    struct names names;
+    struct parley_msg m;
+    int err = 0;
+    bool known = true;
+    switch (u->kind_case) {
+    case PARLEY__V1__UPDATE__KIND_NEW_MESSAGE:
+        err = msg_from_wire(p, u->new_message, u->pts, &names, &m);
+        break;
+    case PARLEY__V1__UPDATE__KIND_MESSAGES_DELETED:
+        err = deleted_from_wire(u, &m);
+        break;
+    case PARLEY__V1__UPDATE__KIND_CHAT_TTL:
+        err = ttl_from_wire(p, u, &names, &m);
+        break;
+    default:
+        known = false; /* a kind from a newer server: skipped, pts advances */
+        break;
+    }
+    if (err)
+        return err;
+    if (known) {
         if (d->cb && d->cb(d->arg, &m) != 0)
             d->stop = true;
         d->delivered++;
     }
-    int err = home_save_pts(p->home, u->pts);
+    err = home_save_pts(p->home, u->pts);
     if (err) {
         parley__log(p, 3, "home: cannot save the sync position");
         return err;
@@ -697,6 +753,11 @@ int parley_recv(struct parley *p, int timeout_ms, bool follow, parley_msg_cb *cb
     p->retry_after_ms = 0;
     if (!p->has_account)
         return PARLEY_ENOACCOUNT;
+    /* Secret messages whose timer ran out go before anything is shown; a
+     * damaged secret file is reported by parley__secret_recv, after the
+     * cloud updates. */
+    if (parley__secret_expire(p, &d) == 0 && d.stop)
+        return 0;
     int err = sync_all(p, &d);
     if (!err && !d.stop)
         err = drain_pushes(p, &d);
@@ -716,7 +777,14 @@ int parley_recv(struct parley *p, int timeout_ms, bool follow, parley_msg_cb *cb
             return err;
         if (!follow && d.delivered > 0)
             return 0;
-        err = read_frame(p, time_left(deadline), 0, &unused);
+        /* Woken at least every SECRET_EXPIRE_WAKE_MS, so that expired
+         * secret messages go on time (parley__secret_recv above). */
+        int wait_ms = time_left(deadline);
+        if (wait_ms < 0 || wait_ms > SECRET_EXPIRE_WAKE_MS)
+            wait_ms = SECRET_EXPIRE_WAKE_MS;
+        err = read_frame(p, wait_ms, 0, &unused);
+        if (err == PARLEY_ETIMEOUT && (deadline < 0 || time_left(deadline) > 0))
+            continue;
         if (err == PARLEY_ETIMEOUT)
             return 0;
         if (err < 0)
@@ -768,4 +836,33 @@ int parley_history(struct parley *p, const char *peer, uint64_t before_id, unsig
     }
     frame_free(resp);
     return err;
+}
+
+int parley_set_ttl(struct parley *p, const char *peer, uint32_t ttl_s)
+{
+    char name[USERNAME_MAX + 1];
+    PlFrame *resp;
+    if (!p)
+        return PARLEY_EINVAL;
+    p->retry_after_ms = 0;
+    int err = check_peer(peer, name);
+    if (err)
+        return err;
+    if (ttl_s > TTL_MAX)
+        return PARLEY_EINVAL;
+    if (!p->has_account)
+        return PARLEY_ENOACCOUNT;
+    PlRequest req = PARLEY__V1__REQUEST__INIT;
+    Parley__V1__SetTtlRequest st = PARLEY__V1__SET_TTL_REQUEST__INIT;
+    Parley__V1__Peer pe = PARLEY__V1__PEER__INIT;
+    pe.username = name;
+    st.peer = &pe;
+    st.ttl_s = ttl_s;
+    req.method_case = PARLEY__V1__REQUEST__METHOD_SET_TTL;
+    req.set_ttl = &st;
+    /* Idempotent: setting the same time again changes nothing but the log. */
+    if ((err = parley__call_authed(p, &req, PARLEY__V1__RESPONSE__RESULT_SET_TTL, &resp)))
+        return err;
+    frame_free(resp);
+    return 0;
 }

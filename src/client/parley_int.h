@@ -64,6 +64,7 @@ struct parley {
     struct names keep_names;
     PlFrame *last_error;     /* the last error response, for its details (Error.devices) */
     unsigned retry_after_ms; /* of the last error response */
+    bool receipts_owed;      /* a read receipt may wait to be sent (secret.c) */
 };
 
 /* What parley_recv is doing: its callback and how far it got. */
@@ -104,6 +105,16 @@ PL_NODISCARD int parley__keys_check(struct parley *p);
  * more, then takes queued Push.secret frames, delivering each message once
  * to d and acking it. Returns 0 or an error. */
 PL_NODISCARD int parley__secret_recv(struct parley *p, struct delivery *d, bool fetch);
+
+/* Deletes the secret messages whose self-destruct timer ran out, each
+ * chat's removals delivered to d (may be NULL) as one PARLEY_MSG_DELETED
+ * entry. Returns 0, or the first error (a damaged chat is skipped and
+ * logged; the others are still done). */
+PL_NODISCARD int parley__secret_expire(struct parley *p, struct delivery *d);
+
+/* How long parley_recv waits for a frame at most, so that expired secret
+ * messages go within about a second. */
+#define SECRET_EXPIRE_WAKE_MS 1000
 
 /* Frees queued Push.secret frames. */
 void parley__secret_clear(struct parley *p);

@@ -16,6 +16,7 @@
 #include "msgstore.h"
 #include "trust.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -38,6 +39,18 @@
 #define FETCH_LIMIT 100
 #define PAD_BLOCK 160   /* packed content is padded to a multiple of this */
 #define E2E_PEER_LEN 32 /* "u" + 20 digits + ".prev" + NUL */
+
+#define RECEIPT_IDS_MAX MSGSTORE_EXPIRING_MAX /* message ids in one receipt */
+
+/* What a secret message carries (a SecretContent without its padding). */
+struct content {
+    const char *text; /* UTF-8; NULL or len 0: none (a receipt or a timer change) */
+    size_t len;
+    uint32_t timer_s;     /* the chat's timer when sent */
+    bool timer_update;    /* sets the chat's timer to timer_s */
+    const uint64_t *read; /* receipts: the peer's messages now read */
+    size_t n_read;
+};
 
 /* One encrypted copy of the message, for one device. */
 struct sealed {
@@ -398,18 +411,94 @@ int parley_secret_start(struct parley *p, const char *peer)
     return err;
 }
 
+/* Self-destruct timers: expiry. */
+
+/* Tells d's callback (if any) that the messages ids of the chat with name
+ * are gone. */
+static void deliver_deleted(const char *name, const uint64_t *ids, size_t n, struct delivery *d)
+{
+    char chat[NAME_LEN];
+    struct parley_msg msg;
+    if (!d || !d->cb)
+        return;
+    memset(&msg, 0, sizeof(msg));
+    snprintf(chat, sizeof(chat), "@%s", name);
+    msg.kind = PARLEY_MSG_DELETED;
+    msg.secret = true;
+    msg.chat = chat;
+    msg.from = msg.to = msg.text = "";
+    msg.deleted_ids = ids;
+    msg.n_deleted = n;
+    if (d->cb(d->arg, &msg) != 0)
+        d->stop = true;
+}
+
+/* Deletes every stored message whose timer ran out, in every chat; each
+ * chat's removals go to d (may be NULL) as one DELETED entry. A damaged
+ * chat is logged and skipped, and its error returned once the others are
+ * done. Needs the secret-state lock. */
+static int secret_expire(struct parley *p, struct delivery *d)
+{
+    char top[PATH_LEN], dir[PATH_LEN];
+    int first = 0;
+    int err = home_path(top, sizeof(top), p->home, SECRET_DIR);
+    if (err)
+        return err;
+    DIR *ds = opendir(top);
+    if (!ds)
+        return errno == ENOENT ? 0 : PARLEY_EIO;
+    int64_t now = (int64_t)time(NULL);
+    const struct dirent *de;
+    while (!(d && d->stop) && (de = readdir(ds))) {
+        char name[USERNAME_MAX + 1];
+        uint64_t *ids = NULL;
+        size_t n = 0;
+        int64_t next;
+        if (username_normalize(de->d_name, name) != 0 || strcmp(name, de->d_name) != 0 ||
+            chat_dir(p, name, dir, sizeof(dir)) != 0)
+            continue;
+        if ((err = msgstore_expire(dir, now, &ids, &n, &next))) {
+            parley__log(p, 3, "secret: cannot delete expired messages of @%s: %s", name,
+                        err_name(err));
+            first = first ? first : secret__local_err(err);
+            continue;
+        }
+        if (n) {
+            parley__log(p, 0, "secret: %zu message(s) of @%s self-destructed", n, name);
+            deliver_deleted(name, ids, n, d);
+        }
+        free(ids);
+    }
+    closedir(ds);
+    return first;
+}
+
+int parley__secret_expire(struct parley *p, struct delivery *d)
+{
+    int err = secret__lock(p);
+    if (err)
+        return err;
+    err = secret_expire(p, d);
+    secret__unlock(p);
+    return err;
+}
+
 /* Sending. */
 
 /* The plaintext of a send: SecretContent with random padding bytes, so
  * that the packed content is a multiple of PAD_BLOCK bytes (as PROTOCOL.md
  * suggests, like Signal), in sodium_malloc'ed memory (free with
  * sodium_free). */
-static int build_content(const char *text, size_t len, uint8_t **out, size_t *out_len)
+static int build_content(const struct content *in, uint8_t **out, size_t *out_len)
 {
     Parley__V1__SecretContent c = PARLEY__V1__SECRET_CONTENT__INIT;
     uint8_t pad[2 * PAD_BLOCK];
-    c.text.data = (uint8_t *)text;
-    c.text.len = len;
+    c.text.data = (uint8_t *)in->text;
+    c.text.len = in->text ? in->len : 0;
+    c.timer_s = in->timer_s;
+    c.timer_update = in->timer_update;
+    c.read = (uint64_t *)in->read;
+    c.n_read = in->n_read;
     c.padding.data = pad;
     /* The padding field's own tag and length count too: try lengths until
      * the whole lands on a multiple (at most one block plus a few). */
@@ -643,8 +732,8 @@ static int check_text(const char *text, size_t len)
 /* Stores the sent message and fills out, if not NULL (strings in
  * p->keep_names). */
 static void sent(struct parley *p, const char *name, uint64_t to_user_id, const char *text,
-                 size_t len, uint64_t client_id, const Parley__V1__SendSecretResponse *r,
-                 struct parley_msg *out)
+                 size_t len, uint32_t timer_s, uint64_t client_id,
+                 const Parley__V1__SendSecretResponse *r, struct parley_msg *out)
 {
     struct names *nm = &p->keep_names;
     struct msgstore_msg m = {
@@ -652,6 +741,7 @@ static void sent(struct parley *p, const char *name, uint64_t to_user_id, const 
         .from_user_id = p->acct.user_id,
         .to_user_id = to_user_id,
         .date = r->date,
+        .timer_s = timer_s,
         .text = text,
         .text_len = len,
     };
@@ -685,10 +775,14 @@ static void sent(struct parley *p, const char *name, uint64_t to_user_id, const 
     out->outgoing = true;
     out->duplicate = r->duplicate;
     out->secret = true;
+    out->timer_s = timer_s;
 }
 
-static int send_secret(struct parley *p, const char *peer, const char *text, size_t len,
-                       uint64_t client_id, struct parley_msg *out)
+/* Sends c in the secret chat with account name (normalized, not this
+ * one); a message with text is kept in the home and described in out (may
+ * be NULL). Needs the secret-state lock. */
+static int send_content(struct parley *p, const char *name, const struct content *c,
+                        uint64_t client_id, struct parley_msg *out)
 {
     struct e2e_identity id = {0};
     struct reach to = {0};
@@ -696,23 +790,13 @@ static int send_secret(struct parley *p, const char *peer, const char *text, siz
     uint8_t *pt = NULL;
     size_t pt_len = 0;
     PlFrame *resp = NULL;
-    if (!p || !text || !peer)
-        return PARLEY_EINVAL;
-    p->retry_after_ms = 0;
-    int err = check_text(text, len);
-    if (err)
-        return err;
-    if (username_normalize(peer, to.peer) != 0)
-        return PARLEY_EBAD_USERNAME;
-    if (!p->has_account)
-        return PARLEY_ENOACCOUNT;
-    if (is_me(p, to.peer))
-        return PARLEY_EINVAL;
+    memcpy(to.peer, name, strlen(name) + 1);
     while (client_id == 0) {
         randombytes_buf(&client_id, sizeof(client_id));
         client_id &= CLIENT_ID_RANDOM_MASK;
     }
-    if ((err = secret__identity(p, &id)))
+    int err = secret__identity(p, &id);
+    if (err)
         return err;
     to.them = malloc(sizeof(*to.them));
     to.us = malloc(sizeof(*to.us));
@@ -740,7 +824,7 @@ static int send_secret(struct parley *p, const char *peer, const char *text, siz
         err = PARLEY_EUNTRUSTED_IDENTITY;
         goto out;
     }
-    if ((err = build_content(text, len, &pt, &pt_len)))
+    if ((err = build_content(c, &pt, &pt_len)))
         goto out;
     err = seal_all(p, &id, &to, pt, pt_len, ob);
     for (int attempt = 1; !err; attempt++) {
@@ -757,7 +841,9 @@ static int send_secret(struct parley *p, const char *peer, const char *text, siz
         (void)trust_put(p, p->acct.username, to.us);
     if (err)
         goto out;
-    sent(p, to.peer, to.them->user_id, text, len, client_id, resp->response->send_secret, out);
+    if (c->text && c->len)
+        sent(p, to.peer, to.them->user_id, c->text, c->len, c->timer_s, client_id,
+             resp->response->send_secret, out);
 out:
     frame_free(resp);
     if (pt)
@@ -769,6 +855,34 @@ out:
     free(to.us);
     keys_free(id.key);
     return err;
+}
+
+/* The checks every secret send makes first, in the order of the contract. */
+static int check_peer(struct parley *p, const char *peer, char name[USERNAME_MAX + 1])
+{
+    if (username_normalize(peer, name) != 0)
+        return PARLEY_EBAD_USERNAME;
+    if (!p->has_account)
+        return PARLEY_ENOACCOUNT;
+    return is_me(p, name) ? PARLEY_EINVAL : 0;
+}
+
+static int send_secret(struct parley *p, const char *peer, const char *text, size_t len,
+                       uint64_t client_id, struct parley_msg *out)
+{
+    char name[USERNAME_MAX + 1], dir[PATH_LEN];
+    if (!p || !text || !peer)
+        return PARLEY_EINVAL;
+    p->retry_after_ms = 0;
+    int err = check_text(text, len);
+    if (err || (err = check_peer(p, peer, name)))
+        return err;
+    struct content c = {.text = text, .len = len};
+    /* Messages whose timer ran out go before anything else happens. */
+    if ((err = secret_expire(p, NULL)) || (err = chat_dir(p, name, dir, sizeof(dir))) ||
+        (err = msgstore_timer_get(dir, &c.timer_s)))
+        return err;
+    return send_content(p, name, &c, client_id, out);
 }
 
 int parley_send_secret(struct parley *p, const char *peer, const char *text, size_t len,
@@ -938,29 +1052,58 @@ out:
     return err;
 }
 
+/* A received SecretContent: text (sodium_malloc'ed, wiped on free) and
+ * read (malloc'ed) owned; free with parsed_free. */
+struct parsed {
+    char *text;
+    size_t text_len;
+    uint32_t timer_s;
+    bool timer_update;
+    uint64_t *read;
+    size_t n_read;
+};
+
+static void parsed_free(struct parsed *c)
+{
+    if (c->text)
+        sodium_free(c->text);
+    free(c->read);
+    memset(c, 0, sizeof(*c));
+}
+
 /* Parses the plaintext; the text is copied to a wiped buffer (the
  * unpacked copy is wiped too). Returns 0, or PARLEY_EMALFORMED (not a
- * SecretContent, bad UTF-8, too long), PARLEY_ENOMEM. */
-static int parse_content(const uint8_t *pt, size_t len, char **text, size_t *text_len,
-                         uint32_t *timer_s)
+ * SecretContent, bad UTF-8, too long, a timer out of range, too many
+ * receipts), PARLEY_ENOMEM. */
+static int parse_content(const uint8_t *pt, size_t len, struct parsed *out)
 {
     Parley__V1__SecretContent *c = parley__v1__secret_content__unpack(NULL, len, pt);
     size_t chars;
     int err = 0;
+    memset(out, 0, sizeof(*out));
     if (!c)
         return PARLEY_EMALFORMED;
     if (c->text.len > TEXT_MAX_BYTES ||
         (c->text.len && (utf8_check((const char *)c->text.data, c->text.len, &chars) != 0 ||
-                         chars > PARLEY_TEXT_MAX_CHARS)))
+                         chars > PARLEY_TEXT_MAX_CHARS)) ||
+        c->timer_s > MSGSTORE_TIMER_MAX || c->n_read > RECEIPT_IDS_MAX)
         err = PARLEY_EMALFORMED;
-    if (!err && !(*text = sodium_malloc(c->text.len + 1)))
+    if (!err && !(out->text = sodium_malloc(c->text.len + 1)))
+        err = PARLEY_ENOMEM;
+    if (!err && c->n_read && !(out->read = malloc(c->n_read * sizeof(*out->read))))
         err = PARLEY_ENOMEM;
     if (!err) {
         if (c->text.len)
-            memcpy(*text, c->text.data, c->text.len);
-        (*text)[c->text.len] = '\0';
-        *text_len = c->text.len;
-        *timer_s = c->timer_s;
+            memcpy(out->text, c->text.data, c->text.len);
+        out->text[c->text.len] = '\0';
+        out->text_len = c->text.len;
+        out->timer_s = c->timer_s;
+        out->timer_update = c->timer_update;
+        if (c->n_read)
+            memcpy(out->read, c->read, c->n_read * sizeof(*out->read));
+        out->n_read = c->n_read;
+    } else {
+        parsed_free(out);
     }
     if (c->text.data)
         sodium_memzero(c->text.data, c->text.len);
@@ -994,6 +1137,9 @@ static int deliver(const struct parley *p, const struct msgstore_msg *m, struct 
     msg.text_len = m->text_len;
     msg.secret = true;
     msg.identity_changed = m->identity_changed;
+    msg.kind = PARLEY_MSG_TEXT;
+    msg.expires = m->expires;
+    msg.timer_s = m->timer_s;
     if (d->cb && d->cb(d->arg, &msg) != 0)
         d->stop = true;
     d->delivered++;
@@ -1002,18 +1148,101 @@ static int deliver(const struct parley *p, const struct msgstore_msg *m, struct 
     return 0;
 }
 
+/* Reading a received message with a timer starts it: the message gets
+ * its expiry, and a read receipt is owed to the sender. */
+static void start_timer(const struct parley *p, struct msgstore_msg *m)
+{
+    if (m->timer_s && m->from_user_id != p->acct.user_id && m->expires == 0)
+        m->expires = (int64_t)time(NULL) + m->timer_s;
+}
+
+/* After the callback saw m: records its expiry (a full index deletes it
+ * at once: it was read), then marks it delivered. */
+static int delivered(struct parley *p, const char *dir, const struct msgstore_msg *m)
+{
+    int err = 0;
+    if (m->expires) {
+        err = msgstore_set_expiry(dir, m->message_id, m->from_user_id, m->expires, true);
+        if (err == PARLEY_EBUSY) {
+            parley__log(p, 2, "secret: too many messages waiting for their timer; deleting %llu",
+                        (unsigned long long)m->message_id);
+            return msgstore_remove(dir, m->message_id, m->from_user_id);
+        }
+        if (!err)
+            p->receipts_owed = true;
+    }
+    return err ? secret__local_err(err)
+               : msgstore_mark_delivered(dir, m->message_id, m->from_user_id);
+}
+
 /* Delivers a message stored by an earlier run that stopped before
  * delivering it, then marks it delivered. */
-static int deliver_stored(const struct parley *p, const char *dir, uint64_t message_id,
+static int deliver_stored(struct parley *p, const char *dir, uint64_t message_id,
                           uint64_t from_user_id, struct delivery *d)
 {
     struct msgstore_msg m;
     int err = msgstore_get(dir, message_id, from_user_id, &m);
     if (err)
-        return err;
+        return secret__local_err(err);
+    start_timer(p, &m);
     err = deliver(p, &m, d);
+    if (!err)
+        err = delivered(p, dir, &m);
     msgstore_text_free(&m);
-    return err ? err : msgstore_mark_delivered(dir, message_id, from_user_id);
+    return err;
+}
+
+/* Shows a timer change of the chat with chat, made by from (the peer, or
+ * another device of ours), once it is recorded. */
+static void deliver_timer(const struct parley *p, const char *from, const char *chat,
+                          const Parley__V1__SecretEnvelope *e, uint32_t timer_s, struct delivery *d)
+{
+    char chat_at[NAME_LEN], from_at[NAME_LEN];
+    struct parley_msg msg;
+    memset(&msg, 0, sizeof(msg));
+    snprintf(chat_at, sizeof(chat_at), "@%s", chat);
+    snprintf(from_at, sizeof(from_at), "@%s", from);
+    msg.kind = PARLEY_MSG_TTL;
+    msg.id = e->message_id;
+    msg.from_user_id = e->from_user_id;
+    msg.to_user_id = e->to_user_id;
+    msg.date = e->date;
+    msg.outgoing = e->from_user_id == p->acct.user_id;
+    msg.secret = true;
+    msg.chat = chat_at;
+    msg.from = from_at;
+    msg.to = msg.text = "";
+    msg.ttl_s = timer_s;
+    if (d->cb && d->cb(d->arg, &msg) != 0)
+        d->stop = true;
+    d->delivered++;
+}
+
+/* A read receipt: the messages it names, of the other party of its
+ * sender, expire timer_s after the receipt's date. A receipt from the peer
+ * names our messages; one from another device of ours, the peer's. */
+static int apply_receipt(struct parley *p, const char *dir, const Parley__V1__SecretEnvelope *e,
+                         const struct parsed *c)
+{
+    uint64_t author = e->from_user_id == p->acct.user_id ? e->to_user_id : p->acct.user_id;
+    for (size_t i = 0; i < c->n_read; i++) {
+        struct msgstore_msg m;
+        int err = msgstore_get(dir, c->read[i], author, &m);
+        if (err == PARLEY_ENOTFOUND)
+            continue; /* deleted already, or never here */
+        if (err)
+            return secret__local_err(err);
+        uint32_t timer_s = m.timer_s;
+        msgstore_text_free(&m);
+        if (timer_s == 0 || e->date <= 0)
+            continue;
+        err = msgstore_set_expiry(dir, c->read[i], author, e->date + (int64_t)timer_s, false);
+        if (err == PARLEY_EBUSY)
+            err = msgstore_remove(dir, c->read[i], author);
+        if (err)
+            return secret__local_err(err);
+    }
+    return 0;
 }
 
 /* Records the sender's key: the message is flagged when it is changed. */
@@ -1044,9 +1273,7 @@ static int take_envelope(struct parley *p, const struct e2e_identity *id,
     char from[USERNAME_MAX + 1], to[USERNAME_MAX + 1], dir[PATH_LEN];
     struct opened o;
     struct trust *t = NULL;
-    char *text = NULL;
-    size_t text_len = 0;
-    uint32_t timer_s = 0;
+    struct parsed c = {0};
     enum msgstore_state state;
     bool changed = false;
     *ack = true;
@@ -1087,7 +1314,7 @@ static int take_envelope(struct parley *p, const struct e2e_identity *id,
                     (unsigned long long)e->from_device_id, err_name(err));
         return 0;
     }
-    err = parse_content(o.pt, o.pt_len, &text, &text_len, &timer_s);
+    err = parse_content(o.pt, o.pt_len, &c);
     if (err == PARLEY_EMALFORMED) {
         parley__log(p, 2, "secret: dropping envelope %llu: not a message",
                     (unsigned long long)e->id);
@@ -1105,19 +1332,22 @@ static int take_envelope(struct parley *p, const struct e2e_identity *id,
         .from_user_id = e->from_user_id,
         .to_user_id = e->to_user_id,
         .date = e->date,
-        .timer_s = timer_s,
+        .timer_s = c.timer_s,
         .identity_changed = changed,
-        .text = text,
-        .text_len = text_len,
+        .text = c.text,
+        .text_len = c.text_len,
     };
     memcpy(m.from, from, sizeof(m.from));
     memcpy(m.to, to, sizeof(m.to));
     char e2e_name[E2E_PEER_LEN];
     e2e_peer(e->from_user_id, e2e_name);
     /* Stored first: once the session moves on, the message could not be
-     * decrypted again. A message without text (a future receipt or timer
-     * change) is not stored or delivered. */
-    if ((text_len && (err = msgstore_put(dir, &m, false))) || (err = trust_put(p, from, t)) ||
+     * decrypted again. A message without text (a receipt, a timer change)
+     * is not stored; what it changes is recorded before the session moves
+     * on, so a crash between the two applies it again, harmlessly. */
+    if ((c.text_len && (err = msgstore_put(dir, &m, false))) ||
+        (c.timer_update && (err = secret__local_err(msgstore_timer_set(dir, c.timer_s)))) ||
+        (c.n_read && (err = apply_receipt(p, dir, e, &c))) || (err = trust_put(p, from, t)) ||
         (err = secret__local_err(
              e2e_session_save(&p->e2e, e2e_name, (uint32_t)e->from_device_id, o.s))) ||
         (o.old && (err = archive_session(p, e->from_user_id, e->from_device_id, o.old))))
@@ -1126,11 +1356,18 @@ static int take_envelope(struct parley *p, const struct e2e_identity *id,
     if (o.used_prekey && e2e_prekey_remove(&p->e2e, o.used_prekey_id) != 0)
         parley__log(p, 3, "secret: cannot delete used one-time prekey %u",
                     (unsigned)o.used_prekey_id);
-    if (text_len && !(err = deliver(p, &m, d)))
-        err = msgstore_mark_delivered(dir, e->message_id, e->from_user_id);
+    if (c.timer_update) {
+        parley__log(p, 1, "secret: @%s set the timer of the chat with @%s to %u s", from,
+                    outgoing ? to : from, (unsigned)c.timer_s);
+        deliver_timer(p, from, outgoing ? to : from, e, c.timer_s, d);
+    }
+    if (c.text_len) {
+        start_timer(p, &m);
+        if (!(err = deliver(p, &m, d)))
+            err = delivered(p, dir, &m);
+    }
     opened_free(&o);
-    if (text)
-        sodium_free(text);
+    parsed_free(&c);
     free(t);
     if (err) {
         /* Stored: the next recv delivers it from the store. */
@@ -1141,8 +1378,7 @@ static int take_envelope(struct parley *p, const struct e2e_identity *id,
     return err;
 hold_opened:
     opened_free(&o);
-    if (text)
-        sodium_free(text);
+    parsed_free(&c);
     free(t);
 hold:
     *ack = false;
@@ -1248,16 +1484,71 @@ static int take_pushed(struct parley *p, const struct e2e_identity *id, struct d
     return err;
 }
 
+/* Sends every read receipt owed, one message per chat (at most
+ * RECEIPT_IDS_MAX ids each; the rest follow in the next one). A chat
+ * whose receipt cannot be sent keeps it owed in its index, for the next
+ * parley_recv (not the next wake-up: a peer whose key needs accepting
+ * would be retried every second). Needs the secret-state lock. */
+static int send_receipts(struct parley *p)
+{
+    char top[PATH_LEN], dir[PATH_LEN];
+    int first = 0;
+    int err = home_path(top, sizeof(top), p->home, SECRET_DIR);
+    if (err)
+        return err;
+    DIR *ds = opendir(top);
+    if (!ds)
+        return errno == ENOENT ? 0 : PARLEY_EIO;
+    const struct dirent *de;
+    p->receipts_owed = false;
+    while ((de = readdir(ds))) {
+        char name[USERNAME_MAX + 1];
+        uint64_t *ids = NULL;
+        size_t n = 0;
+        if (username_normalize(de->d_name, name) != 0 || strcmp(name, de->d_name) != 0 ||
+            is_me(p, name) || chat_dir(p, name, dir, sizeof(dir)) != 0)
+            continue;
+        int serr = 0;
+        err = msgstore_receipts_owed(dir, &ids, &n);
+        if (!err && n) {
+            struct content c = {.read = ids, .n_read = PL_MIN(n, (size_t)RECEIPT_IDS_MAX)};
+            serr = send_content(p, name, &c, 0, NULL);
+            if (!serr)
+                err = msgstore_receipts_sent(dir, ids, c.n_read);
+            if (!serr && !err)
+                parley__log(p, 0, "secret: sent a read receipt for %zu message(s) to @%s", c.n_read,
+                            name);
+        }
+        free(ids);
+        /* Not sent (the peer's key needs accepting, the network failed):
+         * owed, not the recv's failure. A damaged index is. */
+        if (serr)
+            parley__log(p, 2, "secret: read receipt to @%s not sent: %s", name, err_name(serr));
+        if (err) {
+            parley__log(p, 3, "secret: read receipts of @%s: %s", name, err_name(err));
+            first = first ? first : secret__local_err(err);
+        }
+        if (parley__is_transport_err(serr))
+            break;
+    }
+    closedir(ds);
+    return first;
+}
+
 int parley__secret_recv(struct parley *p, struct delivery *d, bool fetch)
 {
     struct e2e_identity id = {0};
     int err;
     if (p->keys_low && p->authed && (err = parley__keys_check(p)) && parley__is_transport_err(err))
         return err;
-    if (!fetch && !p->secret_lost && p->secq_len == 0)
-        return 0;
     if ((err = secret__lock(p)))
         return err;
+    /* Every wake-up deletes what expired, before anything is shown. */
+    if ((err = secret_expire(p, d)) || d->stop ||
+        (!fetch && !p->secret_lost && p->secq_len == 0 && !p->receipts_owed)) {
+        secret__unlock(p);
+        return err;
+    }
     if ((err = secret__identity(p, &id))) {
         secret__unlock(p);
         return err;
@@ -1272,6 +1563,10 @@ int parley__secret_recv(struct parley *p, struct delivery *d, bool fetch)
     }
     if (!err && !d->stop)
         err = take_pushed(p, &id, d);
+    /* Owed from what this call delivered, or (on the first call of a
+     * parley_recv) left by an earlier one that could not send them. */
+    if (!err && (fetch || p->receipts_owed))
+        err = send_receipts(p);
     keys_free(id.key);
     secret__unlock(p);
     return err;
@@ -1366,6 +1661,45 @@ int parley_verify_accept(struct parley *p, const char *peer)
     if (err)
         return err;
     err = verify_accept(p, peer);
+    secret__unlock(p);
+    return err;
+}
+
+/* Self-destruct timers: changing one. */
+
+static int secret_timer(struct parley *p, const char *peer, uint32_t timer_s)
+{
+    char name[USERNAME_MAX + 1], dir[PATH_LEN];
+    uint32_t old;
+    if (!p || !peer || timer_s > MSGSTORE_TIMER_MAX)
+        return PARLEY_EINVAL;
+    p->retry_after_ms = 0;
+    int err = check_peer(p, peer, name);
+    /* A damaged timer file is refused before anything is sent. */
+    if (err || (err = secret_expire(p, NULL)) || (err = chat_dir(p, name, dir, sizeof(dir))) ||
+        (err = secret__local_err(msgstore_timer_get(dir, &old))))
+        return err;
+    struct content c = {.timer_s = timer_s, .timer_update = true};
+    if ((err = send_content(p, name, &c, 0, NULL)))
+        return err;
+    /* The peer has the change: record it for the messages sent from now. */
+    if ((err = make_chat_dir(p, name, dir, sizeof(dir))) ||
+        (err = msgstore_timer_set(dir, timer_s)))
+        parley__log(p, 3, "secret: timer of @%s sent but not recorded: %s", name, err_name(err));
+    else
+        parley__log(p, 1, "secret: timer of the chat with @%s set to %u s", name,
+                    (unsigned)timer_s);
+    return err;
+}
+
+int parley_secret_timer(struct parley *p, const char *peer, uint32_t timer_s)
+{
+    if (!p || !p->has_account)
+        return secret_timer(p, peer, timer_s); /* its checks come first */
+    int err = secret__lock(p);
+    if (err)
+        return err;
+    err = secret_timer(p, peer, timer_s);
     secret__unlock(p);
     return err;
 }

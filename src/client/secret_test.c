@@ -389,6 +389,185 @@ static void test_msgstore_corrupt_or_truncated_is_econfig(void **state)
     free(buf);
 }
 
+/* Self-destruct timers (msgstore.h) */
+
+static void test_msgstore_timer_file_round_trips_0600_and_damage_is_econfig(void **state)
+{
+    struct fixture *f = *state;
+    char dir[600], path[700];
+    uint32_t t = 99;
+    path_in(dir, sizeof(dir), f->dir, "chat");
+    path_in(path, sizeof(path), dir, "timer");
+    assert_int_equal(msgstore_timer_get(dir, &t), 0); /* no directory, no file: off */
+    assert_int_equal(t, 0);
+    assert_int_equal(msgstore_timer_set(dir, 604801), PARLEY_EINVAL);
+    assert_false(exists(dir));
+    assert_int_equal(msgstore_timer_set(dir, 5), 0);
+    assert_int_equal(mode_of(dir), 0700);
+    assert_int_equal(mode_of(path), 0600);
+    assert_int_equal(msgstore_timer_get(dir, &t), 0);
+    assert_int_equal(t, 5);
+    assert_int_equal(msgstore_timer_set(dir, 604800), 0);
+    assert_int_equal(msgstore_timer_get(dir, &t), 0);
+    assert_int_equal(t, 604800);
+    assert_int_equal(msgstore_timer_set(dir, 0), 0);
+    assert_int_equal(msgstore_timer_get(dir, &t), 0);
+    assert_int_equal(t, 0);
+
+    static const char *const bad[] = {
+        "",                       /* empty */
+        "timer_s 5",              /* cut short */
+        "timer_s 604801\n",       /* out of range */
+        "timer_s -5\n",           /* not a number */
+        "timer_s 05\n",           /* not canonical */
+        "timer 5\n",              /* another key */
+        "timer_s 5\ntimer_s 6\n", /* twice */
+        "timer_s 5\n\n",          /* a line after */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        write_raw(path, bad[i], strlen(bad[i]));
+        t = 77;
+        assert_int_equal(msgstore_timer_get(dir, &t), PARLEY_ECONFIG);
+        assert_int_equal(t, 77); /* out-params only on success */
+    }
+    write_raw(path, "timer_s 5\0\n", 11); /* a NUL byte */
+    assert_int_equal(msgstore_timer_get(dir, &t), PARLEY_ECONFIG);
+}
+
+/* A delivered message (message_id, from 7) with timer timer_s. */
+static void put_timed(const char *dir, uint64_t message_id, uint32_t timer_s)
+{
+    struct msgstore_msg m = sample_msg();
+    m.message_id = message_id;
+    m.timer_s = timer_s;
+    assert_int_equal(msgstore_put(dir, &m, true), 0);
+}
+
+static void test_msgstore_expiry_persists_and_expired_files_go(void **state)
+{
+    struct fixture *f = *state;
+    char dir[600], index[700], first[700], second[700];
+    struct msgstore_msg got;
+    uint64_t *ids = NULL;
+    size_t n = 9;
+    int64_t next = -1;
+    path_in(dir, sizeof(dir), f->dir, "chat");
+    path_in(index, sizeof(index), dir, "expiring");
+    path_in(first, sizeof(first), dir, "1-7");
+    path_in(second, sizeof(second), dir, "2-7");
+    put_timed(dir, 1, 5);
+    put_timed(dir, 2, 5);
+    put_timed(dir, 3, 0);
+
+    /* Nothing scheduled: nothing goes, however late it is. */
+    assert_int_equal(msgstore_expire(dir, INT64_MAX, &ids, &n, &next), 0);
+    assert_null(ids);
+    assert_int_equal(n, 0);
+    assert_int_equal(next, 0);
+    assert_int_equal(msgstore_set_expiry(dir, 99, 7, 1000, false), PARLEY_ENOTFOUND);
+    assert_int_equal(msgstore_set_expiry(dir, 1, 7, 0, false), PARLEY_EINVAL);
+
+    assert_int_equal(msgstore_set_expiry(dir, 1, 7, 1000, true), 0);
+    assert_int_equal(mode_of(index), 0600);
+    assert_int_equal(msgstore_set_expiry(dir, 2, 7, 2000, false), 0);
+    /* A later expiry does not postpone; an earlier one wins. */
+    assert_int_equal(msgstore_set_expiry(dir, 2, 7, 3000, false), 0);
+    assert_int_equal(msgstore_get(dir, 2, 7, &got), 0);
+    assert_int_equal(got.expires, 2000);
+    msgstore_text_free(&got);
+    assert_int_equal(msgstore_set_expiry(dir, 2, 7, 1500, false), 0);
+    assert_int_equal(msgstore_get(dir, 2, 7, &got), 0);
+    assert_int_equal(got.expires, 1500);
+    assert_int_equal(got.timer_s, 5);
+    msgstore_text_free(&got);
+    assert_int_equal(msgstore_get(dir, 3, 7, &got), 0);
+    assert_int_equal(got.expires, 0);
+    msgstore_text_free(&got);
+
+    /* Before its time nothing goes; then the due one, and only it. */
+    assert_int_equal(msgstore_expire(dir, 999, &ids, &n, &next), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(next, 1000);
+    assert_int_equal(msgstore_expire(dir, 1000, &ids, &n, &next), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], 1);
+    free(ids);
+    assert_int_equal(next, 1500);
+    assert_false(exists(first));
+    assert_true(exists(second));
+    assert_int_equal(msgstore_get(dir, 1, 7, &got), PARLEY_ENOTFOUND);
+    /* Reported once. */
+    assert_int_equal(msgstore_expire(dir, 1000, &ids, &n, &next), 0);
+    assert_int_equal(n, 0);
+
+    /* A receipt still owed outlives the message, until it is sent. */
+    uint64_t *owed = NULL;
+    size_t n_owed = 0;
+    assert_int_equal(msgstore_receipts_owed(dir, &owed, &n_owed), 0);
+    assert_int_equal(n_owed, 1);
+    assert_int_equal(owed[0], 1);
+    assert_int_equal(msgstore_receipts_sent(dir, owed, n_owed), 0);
+    free(owed);
+    assert_int_equal(msgstore_receipts_owed(dir, &owed, &n_owed), 0);
+    assert_int_equal(n_owed, 0);
+    assert_null(owed);
+
+    assert_int_equal(msgstore_expire(dir, 5000, &ids, &n, &next), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], 2);
+    free(ids);
+    assert_int_equal(next, 0);
+    assert_false(exists(second));
+    assert_false(exists(index));                        /* nothing waits: no index */
+    assert_int_equal(msgstore_get(dir, 3, 7, &got), 0); /* no timer: stays */
+    msgstore_text_free(&got);
+}
+
+static void test_msgstore_damaged_expiry_index_is_econfig(void **state)
+{
+    struct fixture *f = *state;
+    char dir[600], index[700], *buf;
+    size_t len, n;
+    struct msgstore_msg got;
+    uint64_t *ids;
+    int64_t next;
+    path_in(dir, sizeof(dir), f->dir, "chat");
+    path_in(index, sizeof(index), dir, "expiring");
+    put_timed(dir, 1, 5);
+    put_timed(dir, 2, 5);
+    assert_int_equal(msgstore_set_expiry(dir, 1, 7, 1000, true), 0);
+    assert_int_equal(msgstore_set_expiry(dir, 2, 7, 2000, false), 0);
+    assert_int_equal(home_read_file(index, &buf, &len), 0);
+    assert_string_equal(buf, "1 7 1000 1\n2 7 2000 0\n");
+
+    static const char *const bad[] = {
+        "1 7 1000 1\n2 7 2000 0",   /* cut short */
+        "1 7 1000 1\n2 7 2000\n",   /* a field missing */
+        "1 7 1000 2\n",             /* not a flag */
+        "1 7 0 1\n",                /* no expiry */
+        "1 7 -5 1\n",               /* negative */
+        "1 7 1000 1\n1 7 2000 0\n", /* twice */
+        "1  7 1000 1\n",            /* two spaces */
+        "1 7 1000 1 9\n",           /* a field more */
+        "x 7 1000 1\n",             /* not a number */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        write_raw(index, bad[i], strlen(bad[i]));
+        assert_int_equal(msgstore_expire(dir, 5000, &ids, &n, &next), PARLEY_ECONFIG);
+        assert_int_equal(msgstore_get(dir, 1, 7, &got), PARLEY_ECONFIG);
+        assert_int_equal(msgstore_set_expiry(dir, 1, 7, 10, false), PARLEY_ECONFIG);
+    }
+    write_raw(index, "1 7 1000 1\0\n", 12); /* a NUL byte */
+    assert_int_equal(msgstore_expire(dir, 5000, &ids, &n, &next), PARLEY_ECONFIG);
+    /* Nothing was deleted on a damaged index. */
+    assert_int_equal(msgstore_get(dir, 1, 7, &got), PARLEY_ECONFIG);
+    write_raw(index, buf, len);
+    assert_int_equal(msgstore_get(dir, 1, 7, &got), 0);
+    assert_int_equal(got.expires, 1000);
+    msgstore_text_free(&got);
+    free(buf);
+}
+
 /* Prekey counters (home.h) */
 
 static void test_home_prekeys_default_round_trip_and_corrupt(void **state)
@@ -579,6 +758,88 @@ static void test_changed_key_blocks_sending_until_accepted(void **state)
     free(t);
 }
 
+/* Records what a recv callback got. */
+struct seen {
+    size_t n;
+    enum parley_msg_kind kind;
+    char chat[40];
+    uint64_t ids[4];
+    size_t n_ids;
+    bool secret;
+};
+
+static int on_seen(void *arg, const struct parley_msg *m)
+{
+    struct seen *s = arg;
+    s->n++;
+    s->kind = m->kind;
+    s->secret = m->secret;
+    snprintf(s->chat, sizeof(s->chat), "%s", m->chat);
+    s->n_ids = m->n_deleted < 4 ? m->n_deleted : 4;
+    for (size_t i = 0; i < s->n_ids; i++)
+        s->ids[i] = m->deleted_ids[i];
+    return 0;
+}
+
+static void test_expired_messages_go_before_the_network(void **state)
+{
+    struct fixture *f = *state;
+    char alice[600], dir[800], path[900];
+    struct keys_public kb = some_key(4);
+    struct parley_msg m;
+    struct seen seen = {0};
+    make_home(f, "alice", 1, 10, alice, sizeof(alice), NULL);
+    record_peer(alice, "bob", 2, 20, &kb);
+    path_in(dir, sizeof(dir), alice, "secret/bob");
+    put_timed(dir, 1, 5);
+    put_timed(dir, 2, 5);
+    put_timed(dir, 3, 5);
+    path_in(path, sizeof(path), dir, "1-7");
+    assert_int_equal(msgstore_set_expiry(dir, 1, 7, 1000, false), 0); /* long ago */
+    assert_int_equal(msgstore_set_expiry(dir, 3, 7, INT64_MAX / 2, false), 0);
+
+    struct parley *p = open_at(alice);
+    /* The server is closed: recv fails, but only after the deletion. */
+    assert_int_equal(parley_recv(p, 0, false, on_seen, &seen), PARLEY_ECONNECT);
+    assert_false(exists(path));
+    assert_int_equal(seen.n, 1);
+    assert_int_equal(seen.kind, PARLEY_MSG_DELETED);
+    assert_true(seen.secret);
+    assert_string_equal(seen.chat, "@bob");
+    assert_int_equal(seen.n_ids, 1);
+    assert_int_equal(seen.ids[0], 1);
+    seen.n = 0;
+    assert_int_equal(parley_recv(p, 0, false, on_seen, &seen), PARLEY_ECONNECT);
+    assert_int_equal(seen.n, 0);
+
+    /* A send deletes too; unread (no expiry) and not yet due stay. */
+    assert_int_equal(msgstore_set_expiry(dir, 2, 7, 1000, false), 0);
+    path_in(path, sizeof(path), dir, "2-7");
+    assert_int_equal(parley_send_secret(p, "@bob", "hi", 2, 0, &m), PARLEY_ECONNECT);
+    assert_false(exists(path));
+    path_in(path, sizeof(path), dir, "3-7");
+    assert_true(exists(path));
+
+    /* The timer: checked first, a damaged file refused before the network. */
+    assert_int_equal(parley_secret_timer(p, "@bob", 604801), PARLEY_EINVAL);
+    assert_int_equal(parley_secret_timer(p, "@alice", 5), PARLEY_EINVAL);
+    assert_int_equal(parley_secret_timer(p, "b", 5), PARLEY_EBAD_USERNAME);
+    assert_int_equal(parley_secret_timer(NULL, "@bob", 5), PARLEY_EINVAL);
+    assert_int_equal(parley_secret_timer(p, "@bob", 5), PARLEY_ECONNECT);
+    path_in(path, sizeof(path), dir, "timer");
+    assert_false(exists(path)); /* not sent: not recorded */
+    write_raw(path, "timer_s 5", 9);
+    assert_int_equal(parley_secret_timer(p, "@bob", 5), PARLEY_ECONFIG);
+    assert_int_equal(parley_send_secret(p, "@bob", "hi", 2, 0, &m), PARLEY_ECONFIG);
+    parley_close(p);
+
+    char empty[600];
+    path_in(empty, sizeof(empty), f->dir, "empty");
+    p = open_at(empty);
+    assert_int_equal(parley_secret_timer(p, "@bob", 5), PARLEY_ENOACCOUNT);
+    parley_close(p);
+}
+
 static void test_damaged_secret_state_is_econfig(void **state)
 {
     struct fixture *f = *state;
@@ -635,11 +896,15 @@ int main(void)
         T(test_msgstore_pending_then_delivered_in_0600_files),
         T(test_msgstore_refuses_what_it_cannot_write_back),
         T(test_msgstore_corrupt_or_truncated_is_econfig),
+        T(test_msgstore_timer_file_round_trips_0600_and_damage_is_econfig),
+        T(test_msgstore_expiry_persists_and_expired_files_go),
+        T(test_msgstore_damaged_expiry_index_is_econfig),
         T(test_home_prekeys_default_round_trip_and_corrupt),
         T(test_secret_api_checks_arguments_and_account_first),
         T(test_safety_numbers_are_the_same_on_both_sides),
         T(test_changed_key_blocks_sending_until_accepted),
         T(test_damaged_secret_state_is_econfig),
+        T(test_expired_messages_go_before_the_network),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
