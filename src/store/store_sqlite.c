@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* The SQLite backend of store.h: one connection, owned by one writer thread
  * that runs queued requests in batches (one transaction and one fsync per
- * batch) and hands each result back through its request's port. The schema,
- * batching rules and lifetimes are described in docs/internals/store.md. */
+ * batch) and hands each result back through its request's port. This file
+ * holds the schema, the statements, the threads and batching, the ports and
+ * the helpers the operations share (store_sqlite_int.h); the operations are
+ * in store_sqlite_{msgs,keys,secret,expiry}.c. The schema, batching rules
+ * and lifetimes are described in docs/internals/store.md. */
 #include "store/store.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -18,19 +21,16 @@
 #include <string.h>
 #include <time.h>
 
+#include "store_sqlite_int.h"
+
 #include "common/banned.h"
 
-#define MODULE "store"
 #define SCHEMA_VERSION STORE_SCHEMA_VERSION
 #define DEFAULT_MAX_BATCH 1024
 #define DEFAULT_MAX_QUEUE 65536
 #define DEFAULT_USER_CACHE (1u << 20)
 #define DEFAULT_BULK_PER_BATCH 64
 #define BUSY_TIMEOUT_MS 5000
-/* Largest text accepted: the protocol's character limit in 4-byte UTF-8. */
-#define TEXT_MAX_BYTES ((size_t)PARLEY_TEXT_MAX_CHARS * 4)
-/* Result scratch above this is released after use rather than kept. */
-#define SCRATCH_KEEP_BYTES (1024 * 1024)
 
 /* The schema is built step by step: a fresh file runs every step from
  * version 0, an older file the steps above its version, all in one write
@@ -130,13 +130,6 @@ static const char schema_v4_sql[] =
 static const char *const schema_steps[SCHEMA_VERSION] = {schema_v1_sql, schema_v2_sql,
                                                          schema_v3_sql, schema_v4_sql};
 
-/* updates.kind: a new message (message_id), messages purged (ids: 8 bytes
- * per id, little-endian), a chat's auto-delete set by this account or by
- * the peer (message_id: the peer, arg: ttl_s). */
-#define UPD_MESSAGE 0
-#define UPD_DELETED 1
-#define UPD_TTL_SELF 2
-#define UPD_TTL_PEER 3
 /* clang-format on */
 
 /* Columns 0-8 of every message query; column 9 is the pts to report and
@@ -145,53 +138,6 @@ static const char *const schema_steps[SCHEMA_VERSION] = {schema_v1_sql, schema_v
     "m.id, m.from_user, m.from_device, m.to_user, m.client_id, m.date, m.text, fu.username, "      \
     "tu.username"
 #define MSG_JOIN " JOIN users fu ON fu.id = m.from_user JOIN users tu ON tu.id = m.to_user"
-
-enum stmt_id {
-    ST_BEGIN_WRITE,
-    ST_BEGIN_READ,
-    ST_COMMIT,
-    ST_ROLLBACK,
-    ST_SAVEPOINT,
-    ST_RELEASE,
-    ST_ROLLBACK_TO,
-    ST_USER_INSERT,
-    ST_USER_BY_NAME,
-    ST_USER_LOAD,
-    ST_DEVICE_INSERT,
-    ST_DEVICE_GET,
-    ST_DEVICE_SYNC_PTS,
-    ST_MSG_BY_CLIENT_ID,
-    ST_MSG_INSERT,
-    ST_UPDATE_INSERT,
-    ST_SYNC_PAGE,
-    ST_HISTORY_PAGE,
-    ST_IDENTITY_GET,
-    ST_IDENTITY_INSERT,
-    ST_SIGNED_PUT,
-    ST_SIGNED_EXISTS,
-    ST_PREKEY_INSERT,
-    ST_PREKEY_COUNT,
-    ST_PREKEY_TAKE,
-    ST_BUNDLE_DEVICES,
-    ST_ENV_BY_CLIENT_ID,
-    ST_KEYED_DEVICES,
-    ST_DEVICE_USER,
-    ST_ENV_INSERT,
-    ST_ENV_SET_MESSAGE,
-    ST_ENV_PAGE,
-    ST_ENV_DELETE,
-    ST_TTL_GET,
-    ST_TTL_PUT,
-    ST_TTL_DELETE,
-    ST_UPDATE_INSERT_KIND,
-    ST_EXPIRED,
-    ST_UPDATE_DELETE,
-    ST_MSG_DELETE,
-    ST_NEXT_EXPIRY,
-    ST_ENV_EXPIRE,
-    ST_ENV_OLDEST,
-    ST_COUNT
-};
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN_WRITE] = "BEGIN IMMEDIATE",
@@ -283,63 +229,6 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ENV_OLDEST] = "SELECT min(date) FROM envelopes",
 };
 
-/* A message being built: its string fields are offsets into the scratch
- * string buffer until the result block is allocated. */
-struct pending_msg {
-    struct store_msg m;
-    size_t from_off;
-    size_t to_off;
-    size_t text_off;
-    size_t ids_off; /* DELETED updates: the ids blob */
-};
-
-/* Writer-thread buffers, reused across requests so that a result costs one
- * allocation: the final block. */
-struct scratch {
-    struct pending_msg *msgs;
-    size_t n_msgs;
-    size_t cap_msgs;
-    char *str;
-    size_t len;
-    size_t cap;
-};
-
-/* What the writer knows of a user: the name and the pts of the newest
- * committed update, so that a send costs no user lookups or updates. */
-struct user_entry {
-    uint64_t pts;
-    bool ttl_chats; /* some chat of this user may have auto-delete: look it up on send */
-    char name[USERNAME_MAX + 1];
-};
-
-struct store {
-    sqlite3 *db;                  /* used only by the writer thread once it runs */
-    sqlite3_stmt *stmt[ST_COUNT]; /* prepared once, reset after each use */
-    uv_thread_t thread;
-    unsigned max_batch;
-    unsigned max_queue;
-    atomic_uint refs; /* store_close's own, plus one per open port */
-
-    uv_mutex_t lock;        /* guards everything below */
-    uv_cond_t cond;         /* signalled when the queue becomes non-empty or on close */
-    struct store_req *head; /* submitted, not yet taken by the writer */
-    struct store_req *tail;
-    struct store_req *bulk_head; /* the same for bulk (low-priority) requests */
-    struct store_req *bulk_tail;
-    unsigned bulk_per_batch;
-    unsigned queued; /* length of head..tail, at most max_queue */
-    bool closing;    /* store_close started: no new requests or ports */
-    struct store_stats stats;
-
-    struct scratch scratch; /* writer thread only */
-    int64_t next_expiry;    /* writer thread only: no message expires before this; 0: unknown */
-    int64_t oldest_envelope; /* writer thread only: no envelope is older; 0: unknown */
-    bool scrub;             /* writer thread only: envelopes were deleted since the last
-                               WAL truncation */
-    struct u64map users;    /* writer thread only: user id -> struct user_entry */
-    unsigned users_max;     /* the cache is emptied when it would grow past this */
-};
-
 struct store_port {
     uv_async_t async;            /* wakes the loop when done_head is non-empty */
     struct store *st;            /* holds a reference until the port is closed */
@@ -376,7 +265,7 @@ static void store_unref(struct store *st)
 
 /* ---- SQLite helpers (writer thread) ---- */
 
-static int sql_fail(struct store *st, const char *what, int rc)
+int sq_sql_fail(struct store *st, const char *what, int rc)
 {
     log_error(MODULE, "event=sqlite_error what=%s rc=%d reason=\"%s\"", what, rc,
               sqlite3_errmsg(st->db));
@@ -388,19 +277,9 @@ static int exec_stmt(struct store *st, enum stmt_id id)
 {
     sqlite3_stmt *s = st->stmt[id];
     int rc = sqlite3_step(s);
-    int ret = rc == SQLITE_DONE ? 0 : sql_fail(st, stmt_sql[id], rc);
+    int ret = rc == SQLITE_DONE ? 0 : sq_sql_fail(st, stmt_sql[id], rc);
     sqlite3_reset(s);
     return ret;
-}
-
-static void bind_u64(sqlite3_stmt *s, int i, uint64_t v)
-{
-    sqlite3_bind_int64(s, i, (sqlite3_int64)v);
-}
-
-static uint64_t column_u64(sqlite3_stmt *s, int i)
-{
-    return (uint64_t)sqlite3_column_int64(s, i);
 }
 
 /* ---- Result building (writer thread) ---- */
@@ -412,7 +291,7 @@ static void scratch_clear(struct scratch *sc)
 }
 
 /* Appends n bytes of p and a NUL; returns the offset of the copy. */
-static size_t scratch_str(struct scratch *sc, const void *p, size_t n)
+size_t sq_scratch_str(struct scratch *sc, const void *p, size_t n)
 {
     if (sc->len + n + 1 > sc->cap) {
         size_t cap = sc->cap ? sc->cap : 4096;
@@ -429,7 +308,7 @@ static size_t scratch_str(struct scratch *sc, const void *p, size_t n)
     return off;
 }
 
-static struct pending_msg *scratch_msg(struct scratch *sc)
+struct pending_msg *sq_scratch_msg(struct scratch *sc)
 {
     if (sc->n_msgs == sc->cap_msgs) {
         sc->cap_msgs = sc->cap_msgs ? sc->cap_msgs * 2 : 64;
@@ -440,49 +319,49 @@ static struct pending_msg *scratch_msg(struct scratch *sc)
     return pm;
 }
 
-static size_t scratch_column_text(struct scratch *sc, sqlite3_stmt *s, int i)
+size_t sq_scratch_column_text(struct scratch *sc, sqlite3_stmt *s, int i)
 {
     const unsigned char *p = sqlite3_column_text(s, i);
     size_t n = p ? (size_t)sqlite3_column_bytes(s, i) : 0;
-    return scratch_str(sc, p, n);
+    return sq_scratch_str(sc, p, n);
 }
 
 /* Reads one row of a MSG_COLS query (plus the pts in column 9). */
-static void scratch_msg_row(struct scratch *sc, sqlite3_stmt *s)
+void sq_scratch_msg_row(struct scratch *sc, sqlite3_stmt *s)
 {
-    struct pending_msg *pm = scratch_msg(sc);
+    struct pending_msg *pm = sq_scratch_msg(sc);
     pm->m.id = column_u64(s, 0);
     pm->m.from_user = column_u64(s, 1);
     pm->m.from_device = column_u64(s, 2);
     pm->m.to_user = column_u64(s, 3);
     pm->m.client_id = column_u64(s, 4);
     pm->m.date = sqlite3_column_int64(s, 5);
-    pm->text_off = scratch_column_text(sc, s, 6);
+    pm->text_off = sq_scratch_column_text(sc, s, 6);
     pm->m.text_len = (size_t)sqlite3_column_bytes(s, 6);
-    pm->from_off = scratch_column_text(sc, s, 7);
-    pm->to_off = scratch_column_text(sc, s, 8);
+    pm->from_off = sq_scratch_column_text(sc, s, 7);
+    pm->to_off = sq_scratch_column_text(sc, s, 8);
     pm->m.pts = column_u64(s, 9);
     pm->m.expires = sqlite3_column_int64(s, 10);
 }
 
 /* Reads one row of the sync page: a message, or another kind of update. */
-static void scratch_update_row(struct scratch *sc, sqlite3_stmt *s)
+void sq_scratch_update_row(struct scratch *sc, sqlite3_stmt *s)
 {
     int kind = sqlite3_column_int(s, 11);
     if (kind == UPD_MESSAGE) {
-        scratch_msg_row(sc, s);
+        sq_scratch_msg_row(sc, s);
         return;
     }
-    struct pending_msg *pm = scratch_msg(sc);
+    struct pending_msg *pm = sq_scratch_msg(sc);
     pm->m.pts = column_u64(s, 9);
-    pm->from_off = pm->text_off = scratch_str(sc, "", 0);
-    pm->to_off = scratch_column_text(sc, s, 15); /* TTL: the peer's name; else "" */
+    pm->from_off = pm->text_off = sq_scratch_str(sc, "", 0);
+    pm->to_off = sq_scratch_column_text(sc, s, 15); /* TTL: the peer's name; else "" */
     if (kind == UPD_DELETED) {
         const void *ids = sqlite3_column_blob(s, 13);
         size_t n = ids ? (size_t)sqlite3_column_bytes(s, 13) / 8 : 0;
         pm->m.kind = STORE_UPD_DELETED;
         pm->m.n_ids = n;
-        pm->ids_off = scratch_str(sc, ids, n * 8);
+        pm->ids_off = sq_scratch_str(sc, ids, n * 8);
     } else {
         pm->m.kind = STORE_UPD_TTL;
         pm->m.ttl_s = (uint32_t)sqlite3_column_int64(s, 12);
@@ -532,12 +411,12 @@ static void scratch_finish(struct scratch *sc, struct store_req *req)
     scratch_clear(sc);
 }
 
-/* ---- Operations (writer thread, inside the batch transaction) ---- */
+/* ---- The user cache and the update log (writer thread) ---- */
 
 /* Makes room for n more cache entries: when the cache would pass its
  * bound it is emptied (entries reload on use), so call this before taking
  * pointers to entries a request needs. */
-static void users_reserve(struct store *st, unsigned n)
+void sq_users_reserve(struct store *st, unsigned n)
 {
     if (st->users.len + n > st->users_max)
         users_clear(st);
@@ -545,7 +424,7 @@ static void users_reserve(struct store *st, unsigned n)
 
 /* The cache entry of user id, loaded on a miss. Returns 0 and sets *out,
  * PARLEY_ENOUSER or PARLEY_ESTORE. */
-static int user_get(struct store *st, uint64_t id, struct user_entry **out)
+int sq_user_get(struct store *st, uint64_t id, struct user_entry **out)
 {
     struct user_entry *e = u64map_get(&st->users, id);
     if (e) {
@@ -574,418 +453,40 @@ static int user_get(struct store *st, uint64_t id, struct user_entry **out)
     } else if (rc == SQLITE_DONE) {
         ret = PARLEY_ENOUSER;
     } else {
-        ret = sql_fail(st, "user_load", rc);
+        ret = sq_sql_fail(st, "user_load", rc);
     }
     sqlite3_reset(s);
     return ret;
 }
 
-static int update_insert(struct store *st, uint64_t user, uint64_t pts, uint64_t msg_id)
+int sq_update_insert(struct store *st, uint64_t user, uint64_t pts, uint64_t msg_id)
 {
     sqlite3_stmt *s = st->stmt[ST_UPDATE_INSERT];
     bind_u64(s, 1, user);
     bind_u64(s, 2, pts);
     bind_u64(s, 3, msg_id);
     int rc = sqlite3_step(s);
-    int ret = rc == SQLITE_DONE ? 0 : sql_fail(st, "update_insert", rc);
-    sqlite3_reset(s);
-    return ret;
-}
-
-static int op_signup(struct store *st, struct store_req *req)
-{
-    sqlite3_int64 now = (sqlite3_int64)time(NULL);
-    sqlite3_stmt *s = st->stmt[ST_USER_INSERT];
-    sqlite3_bind_text(s, 1, req->in.signup.username, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 2, now);
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    if (rc == SQLITE_CONSTRAINT_UNIQUE)
-        ret = PARLEY_ETAKEN;
-    else if (rc != SQLITE_DONE)
-        ret = sql_fail(st, "user_insert", rc);
-    sqlite3_reset(s);
-    if (ret)
-        return ret;
-    uint64_t user_id = (uint64_t)sqlite3_last_insert_rowid(st->db);
-
-    s = st->stmt[ST_DEVICE_INSERT];
-    bind_u64(s, 1, user_id);
-    sqlite3_bind_blob(s, 2, req->in.signup.pubkey, STORE_PUBKEY_LEN, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 3, now);
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE)
-        ret = PARLEY_EBAD_KEY;
-    else if (rc != SQLITE_DONE)
-        ret = sql_fail(st, "device_insert", rc);
-    sqlite3_reset(s);
-    if (ret)
-        return ret;
-
-    req->out.user_id = user_id;
-    req->out.device_id = (uint64_t)sqlite3_last_insert_rowid(st->db);
-    /* No cache entry yet: the first use loads it (pts 0) once committed. */
-    memcpy(req->out.username, req->in.signup.username, sizeof(req->out.username));
-    memcpy(req->out.pubkey, req->in.signup.pubkey, STORE_PUBKEY_LEN);
-    req->out.pts = 0;
-    return 0;
-}
-
-static int op_device(struct store *st, struct store_req *req)
-{
-    sqlite3_stmt *s = st->stmt[ST_DEVICE_GET];
-    bind_u64(s, 1, req->in.device_id);
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    if (rc == SQLITE_ROW) {
-        const unsigned char *name = sqlite3_column_text(s, 1);
-        size_t name_len = (size_t)sqlite3_column_bytes(s, 1);
-        const void *key = sqlite3_column_blob(s, 2);
-        size_t key_len = (size_t)sqlite3_column_bytes(s, 2);
-        if (!name || name_len > USERNAME_MAX || !key || key_len != STORE_PUBKEY_LEN) {
-            log_error(MODULE, "event=corrupt_row table=devices id=%llu",
-                      (unsigned long long)req->in.device_id);
-            ret = PARLEY_ESTORE;
-        } else {
-            req->out.user_id = column_u64(s, 0);
-            req->out.device_id = req->in.device_id;
-            memcpy(req->out.username, name, name_len);
-            req->out.username[name_len] = '\0';
-            memcpy(req->out.pubkey, key, STORE_PUBKEY_LEN);
-        }
-    } else if (rc == SQLITE_DONE) {
-        ret = PARLEY_ENODEVICE;
-    } else {
-        ret = sql_fail(st, "device_get", rc);
-    }
-    sqlite3_reset(s);
-    if (ret)
-        return ret;
-    struct user_entry *ue;
-    users_reserve(st, 1);
-    if ((ret = user_get(st, req->out.user_id, &ue)) != 0)
-        return ret == PARLEY_ENOUSER ? PARLEY_ESTORE : ret;
-    req->out.pts = ue->pts;
-    return 0;
-}
-
-static int op_resolve(struct store *st, struct store_req *req)
-{
-    sqlite3_stmt *s = st->stmt[ST_USER_BY_NAME];
-    sqlite3_bind_text(s, 1, req->in.username, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    if (rc == SQLITE_ROW) {
-        req->out.user_id = column_u64(s, 0);
-        memcpy(req->out.username, req->in.username, sizeof(req->out.username));
-    } else if (rc == SQLITE_DONE) {
-        ret = PARLEY_ENOUSER;
-    } else {
-        ret = sql_fail(st, "user_by_name", rc);
-    }
-    sqlite3_reset(s);
-    return ret;
-}
-
-/* Finds an earlier message of the same sender with the same client id and,
- * if there is one, makes it the result. Returns 0 with *found set, or
- * PARLEY_ESTORE. */
-static int send_find_duplicate(struct store *st, struct store_req *req, bool *found)
-{
-    sqlite3_stmt *s = st->stmt[ST_MSG_BY_CLIENT_ID];
-    bind_u64(s, 1, req->in.send.from_user);
-    bind_u64(s, 2, req->in.send.client_id);
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    *found = false;
-    if (rc == SQLITE_ROW) {
-        scratch_msg_row(&st->scratch, s);
-        *found = true;
-    } else if (rc != SQLITE_DONE) {
-        ret = sql_fail(st, "msg_by_client_id", rc);
-    }
-    sqlite3_reset(s);
-    return ret;
-}
-
-/* The auto-delete time of the chat of a and b (0: off). */
-static int chat_ttl_get(struct store *st, uint64_t a, uint64_t b, uint32_t *ttl)
-{
-    sqlite3_stmt *s = st->stmt[ST_TTL_GET];
-    bind_u64(s, 1, PL_MIN(a, b));
-    bind_u64(s, 2, PL_MAX(a, b));
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    *ttl = 0;
-    if (rc == SQLITE_ROW)
-        *ttl = (uint32_t)sqlite3_column_int64(s, 0);
-    else if (rc != SQLITE_DONE)
-        ret = sql_fail(st, "ttl_get", rc);
-    sqlite3_reset(s);
-    return ret;
-}
-
-static int op_send(struct store *st, struct store_req *req)
-{
-    const uint64_t from = req->in.send.from_user, to = req->in.send.to_user;
-    struct scratch *sc = &st->scratch;
-    struct user_entry *fu, *tu;
-    users_reserve(st, 2);
-    int ret = user_get(st, to, &tu);
-    if (ret == 0)
-        ret = user_get(st, from, &fu);
-    if (ret)
-        return ret;
-    /* The new pts take effect in the cache only once every row is in. */
-    const uint64_t from_pts = fu->pts + 1;
-    const uint64_t to_pts = to != from ? tu->pts + 1 : 0;
-
-    int64_t date = req->in.send.date ? req->in.send.date : (int64_t)time(NULL);
-    uint32_t ttl = 0;
-    if ((fu->ttl_chats || tu->ttl_chats) && (ret = chat_ttl_get(st, from, to, &ttl)) != 0)
-        return ret;
-    const int64_t expires = ttl ? date + ttl : 0;
-    const char *text = req->in.send.text ? req->in.send.text : "";
-    size_t text_len = req->in.send.text_len;
-    sqlite3_stmt *s = st->stmt[ST_MSG_INSERT];
-    bind_u64(s, 1, from);
-    bind_u64(s, 2, req->in.send.from_device);
-    bind_u64(s, 3, to);
-    bind_u64(s, 4, req->in.send.client_id);
-    sqlite3_bind_int64(s, 5, date);
-    sqlite3_bind_text(s, 6, text, (int)text_len, SQLITE_STATIC);
-    bind_u64(s, 7, PL_MIN(from, to));
-    bind_u64(s, 8, PL_MAX(from, to));
-    bind_u64(s, 9, from_pts);
-    sqlite3_bind_int64(s, 10, expires);
-    bind_u64(s, 11, to_pts);
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
-        /* (from_user, client_id) is taken: a retry. The original is the
-         * answer, and nothing changes. */
-        bool dup;
-        if ((ret = send_find_duplicate(st, req, &dup)) != 0)
-            return ret;
-        if (!dup)
-            return sql_fail(st, "msg_duplicate_vanished", rc);
-        req->out.duplicate = true;
-        req->out.to_pts = 0;
-        return 0;
-    }
-    if (rc != SQLITE_DONE)
-        return sql_fail(st, "msg_insert", rc);
-    uint64_t msg_id = (uint64_t)sqlite3_last_insert_rowid(st->db);
-
-    if ((ret = update_insert(st, from, from_pts, msg_id)) != 0)
-        return ret;
-    if (to != from && (ret = update_insert(st, to, to_pts, msg_id)) != 0)
-        return ret;
-    fu->pts = from_pts;
-    if (to != from)
-        tu->pts = to_pts;
-
-    struct pending_msg *pm = scratch_msg(sc);
-    pm->from_off = scratch_str(sc, fu->name, strlen(fu->name));
-    pm->to_off = scratch_str(sc, tu->name, strlen(tu->name));
-    pm->m.id = msg_id;
-    pm->m.from_user = from;
-    pm->m.from_device = req->in.send.from_device;
-    pm->m.to_user = to;
-    pm->m.client_id = req->in.send.client_id;
-    pm->m.date = date;
-    pm->m.pts = from_pts;
-    pm->m.expires = expires;
-    if (expires && st->next_expiry != 0 && expires < st->next_expiry)
-        st->next_expiry = expires; /* 0 (unknown) stays: the next purge looks */
-    pm->m.text_len = text_len;
-    pm->text_off = scratch_str(sc, text, text_len);
-    req->out.duplicate = false;
-    req->out.to_pts = to_pts;
-    return 0;
-}
-
-static int op_sync(struct store *st, struct store_req *req)
-{
-    const uint64_t user = req->in.sync.user;
-    struct user_entry *ue;
-    users_reserve(st, 1);
-    int ret = user_get(st, user, &ue);
-    if (ret)
-        return ret;
-    const uint64_t pts = ue->pts;
-    req->out.pts = pts;
-    /* A device cannot have seen more than the log holds. */
-    uint64_t from_pts = PL_MIN(req->in.sync.from_pts, pts);
-
-    if (from_pts < pts) {
-        sqlite3_stmt *s = st->stmt[ST_SYNC_PAGE];
-        bind_u64(s, 1, user);
-        bind_u64(s, 2, from_pts);
-        sqlite3_bind_int64(s, 3, (sqlite3_int64)req->in.sync.limit + 1);
-        int rc;
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-            if (st->scratch.n_msgs == req->in.sync.limit) {
-                req->out.more = true;
-                rc = SQLITE_DONE;
-                break;
-            }
-            scratch_update_row(&st->scratch, s);
-        }
-        if (rc != SQLITE_DONE)
-            ret = sql_fail(st, "sync_page", rc);
-        sqlite3_reset(s);
-        if (ret)
-            return ret;
-    }
-
-    if (req->in.sync.device && from_pts > 0) {
-        sqlite3_stmt *s = st->stmt[ST_DEVICE_SYNC_PTS];
-        bind_u64(s, 1, req->in.sync.device);
-        bind_u64(s, 2, user);
-        bind_u64(s, 3, from_pts);
-        int rc = sqlite3_step(s);
-        if (rc != SQLITE_DONE)
-            ret = sql_fail(st, "device_sync_pts", rc);
-        sqlite3_reset(s);
-    }
-    return ret;
-}
-
-static int op_history(struct store *st, struct store_req *req)
-{
-    const uint64_t user = req->in.history.user, peer = req->in.history.peer;
-    struct user_entry *ue;
-    users_reserve(st, 1);
-    int ret = user_get(st, peer, &ue);
-    if (ret)
-        return ret;
-    uint64_t before = req->in.history.before_id;
-    if (before == 0 || before > (uint64_t)INT64_MAX)
-        before = (uint64_t)INT64_MAX;
-
-    sqlite3_stmt *s = st->stmt[ST_HISTORY_PAGE];
-    bind_u64(s, 1, PL_MIN(user, peer));
-    bind_u64(s, 2, PL_MAX(user, peer));
-    bind_u64(s, 3, before);
-    sqlite3_bind_int64(s, 4, (sqlite3_int64)req->in.history.limit);
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-        scratch_msg_row(&st->scratch, s);
-    if (rc != SQLITE_DONE)
-        ret = sql_fail(st, "history_page", rc);
-    sqlite3_reset(s);
-    return ret;
-}
-
-/* ---- Prekeys (writer thread) ---- */
-
-/* The number of one-time prekeys device holds. Returns 0 or PARLEY_ESTORE. */
-static int prekey_count(struct store *st, uint64_t device, unsigned *out)
-{
-    sqlite3_stmt *s = st->stmt[ST_PREKEY_COUNT];
-    bind_u64(s, 1, device);
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    if (rc == SQLITE_ROW)
-        *out = (unsigned)sqlite3_column_int64(s, 0);
-    else
-        ret = sql_fail(st, "prekey_count", rc);
+    int ret = rc == SQLITE_DONE ? 0 : sq_sql_fail(st, "update_insert", rc);
     sqlite3_reset(s);
     return ret;
 }
 
 /* Runs a statement that returns no rows; a UNIQUE or PRIMARY KEY conflict
  * returns conflict, any other failure PARLEY_ESTORE. */
-static int step_write(struct store *st, sqlite3_stmt *s, const char *what, int conflict)
+int sq_step_write(struct store *st, sqlite3_stmt *s, const char *what, int conflict)
 {
     int rc = sqlite3_step(s);
     int ret = 0;
     if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
         ret = conflict;
     else if (rc != SQLITE_DONE)
-        ret = sql_fail(st, what, rc);
+        ret = sq_sql_fail(st, what, rc);
     sqlite3_reset(s);
     return ret;
 }
 
-/* Every refusal but a taken prekey id comes before the first write; that
- * one is found by the insert itself, so the request runs in a savepoint
- * (see run_one) and a refusal leaves nothing behind. */
-static int op_upload_keys(struct store *st, struct store_req *req)
-{
-    const uint64_t device = req->in.keys.device;
-    sqlite3_stmt *s = st->stmt[ST_IDENTITY_GET];
-    bind_u64(s, 1, device);
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    bool has_identity = false;
-    if (rc == SQLITE_ROW) {
-        const void *key = sqlite3_column_blob(s, 1);
-        has_identity = true;
-        if ((uint32_t)sqlite3_column_int64(s, 0) != req->in.keys.registration_id ||
-            sqlite3_column_bytes(s, 1) != STORE_KEY_LEN || !key ||
-            memcmp(key, req->in.keys.identity_key, STORE_KEY_LEN) != 0)
-            ret = PARLEY_EIDENTITY_KEY;
-    } else if (rc != SQLITE_DONE) {
-        ret = sql_fail(st, "identity_get", rc);
-    }
-    sqlite3_reset(s);
-    if (ret)
-        return ret;
-
-    if (!req->in.keys.has_signed) {
-        s = st->stmt[ST_SIGNED_EXISTS];
-        bind_u64(s, 1, device);
-        rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
-            ret = PARLEY_EINVAL; /* the first upload must bring a signed prekey */
-        else if (rc != SQLITE_ROW)
-            ret = sql_fail(st, "signed_exists", rc);
-        sqlite3_reset(s);
-        if (ret)
-            return ret;
-    }
-
-    unsigned count;
-    if ((ret = prekey_count(st, device, &count)) != 0)
-        return ret;
-    if (count + req->in.keys.n_prekeys > STORE_PREKEYS_MAX)
-        return PARLEY_ETOO_MANY_PREKEYS;
-
-    if (!has_identity) {
-        s = st->stmt[ST_IDENTITY_INSERT];
-        bind_u64(s, 1, device);
-        sqlite3_bind_int64(s, 2, req->in.keys.registration_id);
-        sqlite3_bind_blob(s, 3, req->in.keys.identity_key, STORE_KEY_LEN, SQLITE_STATIC);
-        if ((ret = step_write(st, s, "identity_insert", PARLEY_ESTORE)) != 0)
-            return ret;
-    }
-    if (req->in.keys.has_signed) {
-        s = st->stmt[ST_SIGNED_PUT];
-        bind_u64(s, 1, device);
-        sqlite3_bind_int64(s, 2, req->in.keys.signed_prekey.id);
-        sqlite3_bind_blob(s, 3, req->in.keys.signed_prekey.key, STORE_KEY_LEN, SQLITE_STATIC);
-        sqlite3_bind_blob(s, 4, req->in.keys.signature, STORE_SIG_LEN, SQLITE_STATIC);
-        sqlite3_bind_int64(s, 5, (sqlite3_int64)time(NULL));
-        if ((ret = step_write(st, s, "signed_put", PARLEY_ESTORE)) != 0)
-            return ret;
-    }
-    s = st->stmt[ST_PREKEY_INSERT];
-    for (size_t i = 0; i < req->in.keys.n_prekeys; i++) {
-        const struct store_prekey *pk = &req->in.keys.prekeys[i];
-        bind_u64(s, 1, device);
-        sqlite3_bind_int64(s, 2, pk->id);
-        sqlite3_bind_blob(s, 3, pk->key, STORE_KEY_LEN, SQLITE_STATIC);
-        if ((ret = step_write(st, s, "prekey_insert", PARLEY_EPREKEY_ID)) != 0)
-            return ret;
-    }
-    req->out.prekey_count = count + (unsigned)req->in.keys.n_prekeys;
-    return 0;
-}
-
 /* Copies a blob column of exactly n bytes; false if it has another size. */
-static bool column_blob_n(sqlite3_stmt *s, int i, void *dst, size_t n)
+bool sq_column_blob_n(sqlite3_stmt *s, int i, void *dst, size_t n)
 {
     const void *p = sqlite3_column_blob(s, i);
     if (!p || (size_t)sqlite3_column_bytes(s, i) != n)
@@ -994,734 +495,12 @@ static bool column_blob_n(sqlite3_stmt *s, int i, void *dst, size_t n)
     return true;
 }
 
-/* Reads the devices with keys first, then takes their prekeys: every
- * refusal comes before the first delete, as for SEND. */
-static int op_get_bundle(struct store *st, struct store_req *req)
-{
-    struct user_entry *ue;
-    users_reserve(st, 1);
-    int ret = user_get(st, req->in.bundle.user, &ue);
-    if (ret)
-        return ret;
-
-    struct store_bundle *b = NULL;
-    size_t n = 0, cap = 0;
-    sqlite3_stmt *s = st->stmt[ST_BUNDLE_DEVICES];
-    bind_u64(s, 1, req->in.bundle.user);
-    bind_u64(s, 2, req->in.bundle.device);
-    bind_u64(s, 3, req->in.bundle.skip_device);
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 4;
-            b = xrealloc(b, cap * sizeof(*b));
-        }
-        struct store_bundle *e = &b[n];
-        memset(e, 0, sizeof(*e));
-        e->device_id = column_u64(s, 0);
-        e->registration_id = (uint32_t)sqlite3_column_int64(s, 1);
-        e->signed_prekey.id = (uint32_t)sqlite3_column_int64(s, 3);
-        if (!column_blob_n(s, 2, e->identity_key, STORE_KEY_LEN) ||
-            !column_blob_n(s, 4, e->signed_prekey.key, STORE_KEY_LEN) ||
-            !column_blob_n(s, 5, e->signature, STORE_SIG_LEN)) {
-            log_error(MODULE, "event=corrupt_row table=identity_keys device=%llu",
-                      (unsigned long long)e->device_id);
-            ret = PARLEY_ESTORE;
-            break;
-        }
-        n++;
-    }
-    if (ret == 0 && rc != SQLITE_DONE)
-        ret = sql_fail(st, "bundle_devices", rc);
-    sqlite3_reset(s);
-    if (ret == 0 && n == 0)
-        ret = PARLEY_ENOKEYS;
-
-    s = st->stmt[ST_PREKEY_TAKE];
-    for (size_t i = 0; ret == 0 && i < n; i++) {
-        bind_u64(s, 1, b[i].device_id);
-        rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW) {
-            b[i].has_prekey = true;
-            b[i].prekey.id = (uint32_t)sqlite3_column_int64(s, 0);
-            if (!column_blob_n(s, 1, b[i].prekey.key, STORE_KEY_LEN)) {
-                log_error(MODULE, "event=corrupt_row table=one_time_prekeys device=%llu",
-                          (unsigned long long)b[i].device_id);
-                ret = PARLEY_ESTORE;
-            } else {
-                rc = sqlite3_step(s); /* runs the delete to its end */
-            }
-        }
-        if (ret == 0 && rc != SQLITE_DONE)
-            ret = sql_fail(st, "prekey_take", rc);
-        sqlite3_reset(s);
-        if (ret == 0)
-            ret = prekey_count(st, b[i].device_id, &b[i].prekey_count);
-    }
-    if (ret) {
-        free(b);
-        return ret;
-    }
-    req->out.bundles = b;
-    req->out.n_bundles = n;
-    req->priv = b;
-    return 0;
-}
-
-static int op_key_count(struct store *st, struct store_req *req)
-{
-    sqlite3_stmt *s = st->stmt[ST_SIGNED_EXISTS];
-    bind_u64(s, 1, req->in.device_id);
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    if (rc == SQLITE_ROW)
-        req->out.has_keys = true;
-    else if (rc != SQLITE_DONE)
-        ret = sql_fail(st, "signed_exists", rc);
-    sqlite3_reset(s);
-    if (ret == 0)
-        ret = prekey_count(st, req->in.device_id, &req->out.prekey_count);
-    return ret;
-}
-
-/* ---- Secret messages (writer thread) ---- */
-
-/* Builds the mismatch of a refused secret send in one block owned by req:
- * for to (first) and from, the devices with keys that got no envelope, and
- * the envelopes whose device is not one of them. keyed[i] belongs to
- * keyed_user[i]; a listed device that is not keyed is charged to from when
- * it is one of from's devices, else to to. */
-struct mm_build {
-    uint64_t *ids; /* missing then stale, per user */
-    size_t n;
-    size_t cap;
-};
-
-static void mm_push(struct mm_build *b, uint64_t id)
-{
-    if (b->n == b->cap) {
-        b->cap = b->cap ? b->cap * 2 : 16;
-        b->ids = xrealloc(b->ids, b->cap * sizeof(*b->ids));
-    }
-    b->ids[b->n++] = id;
-}
-
-static int device_user(struct store *st, uint64_t device, uint64_t *user)
-{
-    sqlite3_stmt *s = st->stmt[ST_DEVICE_USER];
-    bind_u64(s, 1, device);
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    *user = 0;
-    if (rc == SQLITE_ROW)
-        *user = column_u64(s, 0);
-    else if (rc != SQLITE_DONE)
-        ret = sql_fail(st, "device_user", rc);
-    sqlite3_reset(s);
-    return ret;
-}
-
-static bool id_in(const uint64_t *ids, size_t n, uint64_t id)
-{
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] == id)
-            return true;
-    return false;
-}
-
-static int secret_mismatch(struct store *st, struct store_req *req, const uint64_t *keyed,
-                           const uint64_t *keyed_user, size_t n_keyed, bool *found)
-{
-    const uint64_t users[2] = {req->in.secret.to_user, req->in.secret.from_user};
-    const struct store_envelope_in *envs = req->in.secret.envs;
-    const size_t n_envs = req->in.secret.n_envs;
-    struct mm_build b = {0};
-    size_t counts[2][2] = {{0}}; /* [user][missing, stale] */
-    uint64_t *listed = xmalloc(n_envs * sizeof(*listed));
-    for (size_t i = 0; i < n_envs; i++)
-        listed[i] = envs[i].device_id;
-    int ret = 0;
-    *found = false;
-    for (unsigned u = 0; u < 2 && ret == 0; u++) {
-        if (u == 1 && users[1] == users[0])
-            break; /* a note to self: one account */
-        for (size_t i = 0; i < n_keyed; i++) {
-            if (keyed_user[i] != users[u] || keyed[i] == req->in.secret.from_device)
-                continue;
-            if (!id_in(listed, n_envs, keyed[i])) {
-                mm_push(&b, keyed[i]);
-                counts[u][0]++;
-            }
-        }
-        for (size_t i = 0; i < n_envs && ret == 0; i++) {
-            uint64_t dev = listed[i];
-            bool ok = false;
-            for (size_t k = 0; k < n_keyed; k++)
-                ok = ok || (keyed[k] == dev && dev != req->in.secret.from_device);
-            if (ok)
-                continue;
-            uint64_t owner;
-            if ((ret = device_user(st, dev, &owner)) != 0)
-                break;
-            unsigned charged = users[1] != users[0] && owner == users[1] ? 1 : 0;
-            if (charged == u) {
-                mm_push(&b, dev);
-                counts[u][1]++;
-            }
-        }
-    }
-    free(listed);
-    if (ret || b.n == 0) {
-        free(b.ids);
-        return ret;
-    }
-    /* The ids were pushed user by user, missing before stale. */
-    uint64_t *block = xmemdup(b.ids, b.n * sizeof(*b.ids));
-    free(b.ids);
-    size_t off = 0, n = 0;
-    for (unsigned u = 0; u < 2; u++) {
-        if (counts[u][0] + counts[u][1] == 0)
-            continue;
-        struct store_mismatch *m = &req->out.mismatches[n++];
-        m->user_id = users[u];
-        m->missing = block + off;
-        m->n_missing = counts[u][0];
-        off += counts[u][0];
-        m->stale = block + off;
-        m->n_stale = counts[u][1];
-        off += counts[u][1];
-    }
-    req->out.n_mismatches = n;
-    req->priv = block;
-    *found = true;
-    return 0;
-}
-
-/* The devices with keys of the recipient and the sender, in id order. */
-static int keyed_devices(struct store *st, uint64_t to, uint64_t from, uint64_t **ids,
-                         uint64_t **owners, size_t *n)
-{
-    size_t cap = 0;
-    *ids = NULL;
-    *owners = NULL;
-    *n = 0;
-    sqlite3_stmt *s = st->stmt[ST_KEYED_DEVICES];
-    bind_u64(s, 1, to);
-    bind_u64(s, 2, from);
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 8;
-            *ids = xrealloc(*ids, cap * sizeof(**ids));
-            *owners = xrealloc(*owners, cap * sizeof(**owners));
-        }
-        (*ids)[*n] = column_u64(s, 0);
-        (*owners)[*n] = column_u64(s, 1);
-        (*n)++;
-    }
-    int ret = rc == SQLITE_DONE ? 0 : sql_fail(st, "keyed_devices", rc);
-    sqlite3_reset(s);
-    return ret;
-}
-
-/* Looks for queued envelopes of (from_user, client_id): a retry. */
-static int secret_find_duplicate(struct store *st, struct store_req *req, bool *found)
-{
-    sqlite3_stmt *s = st->stmt[ST_ENV_BY_CLIENT_ID];
-    bind_u64(s, 1, req->in.secret.from_user);
-    bind_u64(s, 2, req->in.secret.client_id);
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    *found = rc == SQLITE_ROW;
-    if (rc == SQLITE_ROW) {
-        req->out.msg.id = column_u64(s, 0);
-        req->out.msg.from_device = column_u64(s, 1);
-        req->out.msg.to_user = column_u64(s, 2);
-        req->out.msg.date = sqlite3_column_int64(s, 3);
-    } else if (rc != SQLITE_DONE) {
-        ret = sql_fail(st, "env_by_client_id", rc);
-    }
-    sqlite3_reset(s);
-    return ret;
-}
-
-/* The result block of a SECRET_SEND: n envelope refs, then both names;
- * owned by req (freed by store_req_reset, also on failure). */
-static struct store_envelope_ref *secret_result(struct store_req *req, size_t n,
-                                                const char *from_name, const char *to_name)
-{
-    size_t head = n * sizeof(struct store_envelope_ref);
-    size_t fl = strlen(from_name) + 1, tl = strlen(to_name) + 1;
-    char *block = xcalloc(1, head + fl + tl);
-    memcpy(block + head, from_name, fl);
-    memcpy(block + head + fl, to_name, tl);
-    free(req->priv);
-    req->priv = block;
-    req->out.msg.from_name = block + head;
-    req->out.msg.to_name = block + head + fl;
-    req->out.msg.text = "";
-    req->out.envs = n ? (struct store_envelope_ref *)(void *)block : NULL;
-    req->out.n_envs = n;
-    return req->out.envs;
-}
-
-/* Every refusal (no such user, no keys, a retry, a device mismatch) comes
- * before the first insert, as for SEND. */
-static int op_secret_send(struct store *st, struct store_req *req)
-{
-    const uint64_t from = req->in.secret.from_user, to = req->in.secret.to_user;
-    const struct store_envelope_in *envs = req->in.secret.envs;
-    const size_t n_envs = req->in.secret.n_envs;
-    struct user_entry *fu, *tu;
-    users_reserve(st, 2);
-    int ret = user_get(st, to, &tu);
-    if (ret == 0)
-        ret = user_get(st, from, &fu);
-    if (ret)
-        return ret;
-    for (size_t i = 0; i < n_envs; i++)
-        for (size_t j = i + 1; j < n_envs; j++)
-            if (envs[i].device_id == envs[j].device_id)
-                return PARLEY_EINVAL;
-
-    bool dup;
-    if ((ret = secret_find_duplicate(st, req, &dup)) != 0)
-        return ret;
-    if (dup) {
-        /* The original's recipient may differ if the client reused an id. */
-        if (req->out.msg.to_user != to && (ret = user_get(st, req->out.msg.to_user, &tu)) != 0)
-            return ret;
-        req->out.duplicate = true;
-        req->out.msg.from_user = from;
-        req->out.msg.client_id = req->in.secret.client_id;
-        secret_result(req, 0, fu->name, tu->name);
-        return 0;
-    }
-
-    uint64_t *keyed, *owners;
-    size_t n_keyed;
-    if ((ret = keyed_devices(st, to, from, &keyed, &owners, &n_keyed)) != 0)
-        goto out;
-    bool to_keyed = false;
-    for (size_t i = 0; i < n_keyed; i++)
-        to_keyed = to_keyed || (owners[i] == to && keyed[i] != req->in.secret.from_device);
-    if (!to_keyed) {
-        ret = PARLEY_ENOKEYS;
-        goto out;
-    }
-    bool mismatch;
-    if ((ret = secret_mismatch(st, req, keyed, owners, n_keyed, &mismatch)) != 0)
-        goto out;
-    if (mismatch) {
-        ret = PARLEY_EDEVICES_CHANGED;
-        goto out;
-    }
-
-    int64_t date = req->in.secret.date ? req->in.secret.date : (int64_t)time(NULL);
-    struct store_envelope_ref *refs = secret_result(req, n_envs, fu->name, tu->name);
-    uint64_t message_id = 0;
-    sqlite3_stmt *s = st->stmt[ST_ENV_INSERT];
-    for (size_t i = 0; i < n_envs && ret == 0; i++) {
-        bind_u64(s, 1, envs[i].device_id);
-        bind_u64(s, 2, message_id);
-        bind_u64(s, 3, from);
-        bind_u64(s, 4, req->in.secret.from_device);
-        bind_u64(s, 5, to);
-        bind_u64(s, 6, req->in.secret.client_id);
-        sqlite3_bind_int64(s, 7, envs[i].type);
-        sqlite3_bind_int64(s, 8, date);
-        sqlite3_bind_blob(s, 9, envs[i].body, (int)envs[i].body_len, SQLITE_STATIC);
-        if ((ret = step_write(st, s, "env_insert", PARLEY_ESTORE)) != 0)
-            break;
-        refs[i].id = (uint64_t)sqlite3_last_insert_rowid(st->db);
-        if (st->oldest_envelope != 0 && date < st->oldest_envelope)
-            st->oldest_envelope = date; /* 0 (unknown) stays: the next purge looks */
-        refs[i].device_id = envs[i].device_id;
-        for (size_t k = 0; k < n_keyed; k++)
-            if (keyed[k] == envs[i].device_id)
-                refs[i].user_id = owners[k];
-        if (i == 0) {
-            message_id = refs[0].id;
-            sqlite3_stmt *u = st->stmt[ST_ENV_SET_MESSAGE];
-            bind_u64(u, 1, message_id);
-            ret = step_write(st, u, "env_set_message", PARLEY_ESTORE);
-        }
-    }
-    if (ret)
-        goto out;
-    req->out.msg.id = message_id;
-    req->out.msg.from_user = from;
-    req->out.msg.from_device = req->in.secret.from_device;
-    req->out.msg.to_user = to;
-    req->out.msg.client_id = req->in.secret.client_id;
-    req->out.msg.date = date;
-out:
-    free(keyed);
-    free(owners);
-    return ret;
-}
-
-/* An envelope being read: names and body are offsets into the scratch
- * string buffer until the result block is made. */
-struct pending_env {
-    struct store_envelope e;
-    size_t from_off;
-    size_t to_off;
-    size_t body_off;
-};
-
-static int op_secret_fetch(struct store *st, struct store_req *req)
-{
-    struct scratch *sc = &st->scratch;
-    struct pending_env *pe = NULL;
-    size_t n = 0, cap = 0;
-    sqlite3_stmt *s = st->stmt[ST_ENV_PAGE];
-    bind_u64(s, 1, req->in.fetch.device);
-    sqlite3_bind_int64(s, 2, (sqlite3_int64)req->in.fetch.limit + 1);
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (n == req->in.fetch.limit) {
-            req->out.more = true;
-            rc = SQLITE_DONE;
-            break;
-        }
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            pe = xrealloc(pe, cap * sizeof(*pe));
-        }
-        struct pending_env *p = &pe[n++];
-        memset(p, 0, sizeof(*p));
-        p->e.id = column_u64(s, 0);
-        p->e.message_id = column_u64(s, 1);
-        p->e.from_user = column_u64(s, 2);
-        p->e.from_device = column_u64(s, 3);
-        p->e.to_user = column_u64(s, 4);
-        p->e.date = sqlite3_column_int64(s, 5);
-        p->e.type = (uint32_t)sqlite3_column_int64(s, 6);
-        const void *body = sqlite3_column_blob(s, 7);
-        p->e.body_len = (size_t)sqlite3_column_bytes(s, 7);
-        p->body_off = scratch_str(sc, body, body ? p->e.body_len : 0);
-        p->from_off = scratch_column_text(sc, s, 8);
-        p->to_off = scratch_column_text(sc, s, 9);
-    }
-    int ret = rc == SQLITE_DONE ? 0 : sql_fail(st, "env_page", rc);
-    sqlite3_reset(s);
-    if (ret == 0 && n > 0) {
-        size_t head = n * sizeof(struct store_envelope);
-        char *block = xmalloc(head + sc->len);
-        struct store_envelope *out = (struct store_envelope *)(void *)block;
-        char *strs = block + head;
-        memcpy(strs, sc->str, sc->len);
-        for (size_t i = 0; i < n; i++) {
-            out[i] = pe[i].e;
-            out[i].from_name = strs + pe[i].from_off;
-            out[i].to_name = strs + pe[i].to_off;
-            out[i].body = (const uint8_t *)strs + pe[i].body_off;
-        }
-        req->out.envelopes = out;
-        req->out.n_envelopes = n;
-        req->priv = block;
-    }
-    /* The bodies were copied through the scratch: wipe it. */
-    if (sc->len)
-        memset(sc->str, 0, sc->len);
-    free(pe);
-    return ret;
-}
-
-static int op_secret_ack(struct store *st, struct store_req *req)
-{
-    sqlite3_stmt *s = st->stmt[ST_ENV_DELETE];
-    unsigned deleted = 0;
-    for (size_t i = 0; i < req->in.ack.n_ids; i++) {
-        bind_u64(s, 1, req->in.ack.ids[i]);
-        bind_u64(s, 2, req->in.ack.device);
-        int rc = sqlite3_step(s);
-        sqlite3_reset(s);
-        if (rc != SQLITE_DONE)
-            return sql_fail(st, "env_delete", rc);
-        deleted += (unsigned)sqlite3_changes(st->db);
-    }
-    req->out.deleted = deleted;
-    return 0;
-}
-
-/* ---- Auto-delete (writer thread) ---- */
-
-static int update_insert_kind(struct store *st, uint64_t user, uint64_t pts, uint64_t message_id,
-                              int kind, uint64_t arg, const void *ids, size_t ids_len)
-{
-    sqlite3_stmt *s = st->stmt[ST_UPDATE_INSERT_KIND];
-    bind_u64(s, 1, user);
-    bind_u64(s, 2, pts);
-    bind_u64(s, 3, message_id);
-    sqlite3_bind_int(s, 4, kind);
-    bind_u64(s, 5, arg);
-    if (ids)
-        sqlite3_bind_blob(s, 6, ids, (int)ids_len, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(s, 6);
-    int rc = sqlite3_step(s);
-    int ret = rc == SQLITE_DONE ? 0 : sql_fail(st, "update_insert_kind", rc);
-    sqlite3_reset(s);
-    return ret;
-}
-
-/* Every refusal comes before the first write, as for SEND. */
-static int op_set_ttl(struct store *st, struct store_req *req)
-{
-    const uint64_t user = req->in.ttl.user, peer = req->in.ttl.peer;
-    const uint32_t ttl = req->in.ttl.ttl_s;
-    struct user_entry *ue, *pe;
-    users_reserve(st, 2);
-    int ret = user_get(st, peer, &pe);
-    if (ret == 0)
-        ret = user_get(st, user, &ue);
-    if (ret)
-        return ret;
-    sqlite3_stmt *s = st->stmt[ttl ? ST_TTL_PUT : ST_TTL_DELETE];
-    bind_u64(s, 1, PL_MIN(user, peer));
-    bind_u64(s, 2, PL_MAX(user, peer));
-    if (ttl)
-        sqlite3_bind_int64(s, 3, ttl);
-    if ((ret = step_write(st, s, "ttl_put", PARLEY_ESTORE)) != 0)
-        return ret;
-    const uint64_t pts = ue->pts + 1, to_pts = peer != user ? pe->pts + 1 : 0;
-    if ((ret = update_insert_kind(st, user, pts, peer, UPD_TTL_SELF, ttl, NULL, 0)) != 0)
-        return ret;
-    if (to_pts && (ret = update_insert_kind(st, peer, to_pts, user, UPD_TTL_PEER, ttl, NULL, 0)))
-        return ret;
-    ue->pts = pts;
-    if (to_pts)
-        pe->pts = to_pts;
-    if (ttl)
-        ue->ttl_chats = pe->ttl_chats = true;
-    req->out.pts = pts;
-    req->out.to_pts = to_pts;
-    /* Both names, for the pushes: msgs[0].from_name (user), to_name (peer). */
-    struct pending_msg *pm = scratch_msg(&st->scratch);
-    pm->m.kind = STORE_UPD_TTL;
-    pm->from_off = scratch_str(&st->scratch, ue->name, strlen(ue->name));
-    pm->to_off = scratch_str(&st->scratch, pe->name, strlen(pe->name));
-    pm->text_off = scratch_str(&st->scratch, "", 0);
-    return 0;
-}
-
-/* An expired message, and which account lost it (one entry per account). */
-struct purge_entry {
-    uint64_t user;
-    uint64_t id;
-};
-
-static int purge_entry_cmp(const void *a, const void *b)
-{
-    const struct purge_entry *x = a, *y = b;
-    if (x->user != y->user)
-        return x->user < y->user ? -1 : 1;
-    return x->id < y->id ? -1 : x->id > y->id;
-}
-
-static int delete_update(struct store *st, uint64_t user, uint64_t pts)
-{
-    sqlite3_stmt *s = st->stmt[ST_UPDATE_DELETE];
-    bind_u64(s, 1, user);
-    bind_u64(s, 2, pts);
-    return step_write(st, s, "update_delete", PARLEY_ESTORE);
-}
-
-/* Reads the earliest expiry left into st->next_expiry (INT64_MAX: none). */
-static int next_expiry_load(struct store *st)
-{
-    sqlite3_stmt *s = st->stmt[ST_NEXT_EXPIRY];
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    if (rc == SQLITE_ROW)
-        st->next_expiry = sqlite3_column_type(s, 0) == SQLITE_NULL ? INT64_MAX
-                                                                    : sqlite3_column_int64(s, 0);
-    else
-        ret = sql_fail(st, "next_expiry", rc);
-    sqlite3_reset(s);
-    return ret;
-}
-
-static bool messages_due(const struct store *st, const struct store_req *req)
-{
-    return st->next_expiry == 0 || req->in.purge.now >= st->next_expiry;
-}
-
-static bool envelopes_due(const struct store *st, const struct store_req *req)
-{
-    return req->in.purge.envelopes_before &&
-           (st->oldest_envelope == 0 || st->oldest_envelope < req->in.purge.envelopes_before);
-}
-
-static bool purge_due(const struct store *st, const struct store_req *req)
-{
-    return messages_due(st, req) || envelopes_due(st, req);
-}
-
-/* Reads the oldest envelope's date into st->oldest_envelope (INT64_MAX:
- * none). */
-static int oldest_envelope_load(struct store *st)
-{
-    sqlite3_stmt *s = st->stmt[ST_ENV_OLDEST];
-    int rc = sqlite3_step(s);
-    int ret = 0;
-    if (rc == SQLITE_ROW)
-        st->oldest_envelope = sqlite3_column_type(s, 0) == SQLITE_NULL
-                                  ? INT64_MAX
-                                  : sqlite3_column_int64(s, 0);
-    else
-        ret = sql_fail(st, "env_oldest", rc);
-    sqlite3_reset(s);
-    return ret;
-}
-
-/* Deletes up to limit envelopes older than the request's bound, then
- * reads the oldest date left (INT64_MAX: none). */
-static int expire_envelopes(struct store *st, struct store_req *req)
-{
-    sqlite3_stmt *s = st->stmt[ST_ENV_EXPIRE];
-    sqlite3_bind_int64(s, 1, req->in.purge.envelopes_before);
-    sqlite3_bind_int64(s, 2, (sqlite3_int64)req->in.purge.limit);
-    int ret = step_write(st, s, "env_expire", PARLEY_ESTORE);
-    if (ret)
-        return ret;
-    req->out.envelopes_expired = (unsigned)sqlite3_changes(st->db);
-    if (req->out.envelopes_expired == req->in.purge.limit)
-        req->out.more = true;
-    return oldest_envelope_load(st);
-}
-
-/* Builds PURGE's result block: the purged records, then their ids. */
-static void purge_result(struct store_req *req, const struct purge_entry *e, size_t n,
-                         const uint64_t *pts_of_user, size_t n_users)
-{
-    size_t head = n_users * sizeof(struct store_purged);
-    char *block = xmalloc(head + n * sizeof(uint64_t));
-    struct store_purged *out = (struct store_purged *)(void *)block;
-    uint64_t *ids = (uint64_t *)(void *)(block + head);
-    size_t u = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (i == 0 || e[i].user != e[i - 1].user) {
-            out[u].user_id = e[i].user;
-            out[u].pts = pts_of_user[u];
-            out[u].ids = ids + i;
-            out[u].n_ids = 0;
-            u++;
-        }
-        ids[i] = e[i].id;
-        out[u - 1].n_ids++;
-    }
-    req->out.purged = out;
-    req->out.n_purged = n_users;
-    req->priv = block;
-}
-
-static int op_purge(struct store *st, struct store_req *req)
-{
-    if (envelopes_due(st, req)) {
-        int ret = expire_envelopes(st, req);
-        if (ret)
-            return ret;
-    }
-    if (!messages_due(st, req))
-        return 0;
-    const unsigned limit = req->in.purge.limit;
-    struct purge_entry *e = xmalloc(2 * (size_t)limit * sizeof(*e));
-    size_t n = 0, rows = 0;
-    sqlite3_stmt *s = st->stmt[ST_EXPIRED];
-    sqlite3_bind_int64(s, 1, req->in.purge.now);
-    sqlite3_bind_int64(s, 2, (sqlite3_int64)limit + 1);
-    int rc, ret = 0;
-    /* Rows are read before any is deleted: the statement stays valid. */
-    struct {
-        uint64_t id, from, to, from_pts, to_pts;
-    } *row = xmalloc((size_t)limit * sizeof(*row));
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (rows == limit) {
-            req->out.more = true;
-            rc = SQLITE_DONE;
-            break;
-        }
-        row[rows].id = column_u64(s, 0);
-        row[rows].from = column_u64(s, 1);
-        row[rows].to = column_u64(s, 2);
-        row[rows].from_pts = column_u64(s, 3);
-        row[rows].to_pts = column_u64(s, 4);
-        rows++;
-    }
-    if (rc != SQLITE_DONE)
-        ret = sql_fail(st, "expired", rc);
-    sqlite3_reset(s);
-
-    /* Each account's pts is read before its newest update rows may be
-     * deleted: a reload after that (the cache may be cold or emptied)
-     * would compute it from what is left and hand out a used pts again. */
-    for (size_t i = 0; i < rows; i++) {
-        e[n++] = (struct purge_entry){row[i].from, row[i].id};
-        if (row[i].to != row[i].from)
-            e[n++] = (struct purge_entry){row[i].to, row[i].id};
-    }
-    qsort(e, n, sizeof(*e), purge_entry_cmp);
-    uint64_t *pts = xmalloc((n ? n : 1) * sizeof(*pts));
-    size_t n_users = 0;
-    for (size_t i = 0; ret == 0 && i < n; i++) {
-        if (i > 0 && e[i].user == e[i - 1].user)
-            continue;
-        struct user_entry *ue;
-        users_reserve(st, 1);
-        if ((ret = user_get(st, e[i].user, &ue)) == 0)
-            pts[n_users++] = ue->pts + 1;
-    }
-
-    for (size_t i = 0; ret == 0 && i < rows; i++) {
-        if ((ret = delete_update(st, row[i].from, row[i].from_pts)) != 0)
-            break;
-        if (row[i].to != row[i].from && row[i].to_pts &&
-            (ret = delete_update(st, row[i].to, row[i].to_pts)) != 0)
-            break;
-        sqlite3_stmt *d = st->stmt[ST_MSG_DELETE];
-        bind_u64(d, 1, row[i].id);
-        ret = step_write(st, d, "msg_delete", PARLEY_ESTORE);
-    }
-    free(row);
-
-    /* One DELETED update per account, with its ids in increasing order, at
-     * the pts read above: newer than any update row deleted, so the
-     * account's pts never goes back, and a later reload finds it. */
-    uint8_t *blob = xmalloc((n ? n : 1) * 8);
-    for (size_t i = 0, u = 0; ret == 0 && i < n; u++) {
-        size_t j = i;
-        while (j < n && e[j].user == e[i].user)
-            j++;
-        for (size_t k = i; k < j; k++)
-            for (int b = 0; b < 8; b++)
-                blob[(k - i) * 8 + (size_t)b] = (uint8_t)(e[k].id >> (8 * b));
-        ret = update_insert_kind(st, e[i].user, pts[u], 0, UPD_DELETED, 0, blob, (j - i) * 8);
-        if (ret)
-            break;
-        struct user_entry *ue = u64map_get(&st->users, e[i].user);
-        if (ue)
-            ue->pts = pts[u];
-        i = j;
-    }
-    free(blob);
-    if (ret == 0)
-        ret = next_expiry_load(st);
-    if (ret == 0 && n_users)
-        purge_result(req, e, n, pts, n_users);
-    free(pts);
-    free(e);
-    return ret;
-}
-
 /* Whether req may write; a purge writes only when something is due. */
 static bool op_writes(const struct store *st, const struct store_req *req)
 {
     enum store_op op = req->op;
     if (op == STORE_OP_PURGE)
-        return purge_due(st, req);
+        return sq_purge_due(st, req);
     return op == STORE_OP_SIGNUP || op == STORE_OP_SEND || op == STORE_OP_SYNC ||
            op == STORE_OP_UPLOAD_KEYS || op == STORE_OP_GET_BUNDLE ||
            op == STORE_OP_SECRET_SEND || op == STORE_OP_SECRET_ACK || op == STORE_OP_SET_TTL;
@@ -1731,33 +510,33 @@ static int dispatch(struct store *st, struct store_req *req)
 {
     switch (req->op) {
     case STORE_OP_SIGNUP:
-        return op_signup(st, req);
+        return sq_op_signup(st, req);
     case STORE_OP_DEVICE:
-        return op_device(st, req);
+        return sq_op_device(st, req);
     case STORE_OP_RESOLVE:
-        return op_resolve(st, req);
+        return sq_op_resolve(st, req);
     case STORE_OP_SEND:
-        return op_send(st, req);
+        return sq_op_send(st, req);
     case STORE_OP_SYNC:
-        return op_sync(st, req);
+        return sq_op_sync(st, req);
     case STORE_OP_HISTORY:
-        return op_history(st, req);
+        return sq_op_history(st, req);
     case STORE_OP_UPLOAD_KEYS:
-        return op_upload_keys(st, req);
+        return sq_op_upload_keys(st, req);
     case STORE_OP_GET_BUNDLE:
-        return op_get_bundle(st, req);
+        return sq_op_get_bundle(st, req);
     case STORE_OP_KEY_COUNT:
-        return op_key_count(st, req);
+        return sq_op_key_count(st, req);
     case STORE_OP_SECRET_SEND:
-        return op_secret_send(st, req);
+        return sq_op_secret_send(st, req);
     case STORE_OP_SECRET_FETCH:
-        return op_secret_fetch(st, req);
+        return sq_op_secret_fetch(st, req);
     case STORE_OP_SECRET_ACK:
-        return op_secret_ack(st, req);
+        return sq_op_secret_ack(st, req);
     case STORE_OP_SET_TTL:
-        return op_set_ttl(st, req);
+        return sq_op_set_ttl(st, req);
     case STORE_OP_PURGE:
-        return op_purge(st, req);
+        return sq_op_purge(st, req);
     }
     return PARLEY_EINVAL;
 }
@@ -2079,7 +858,7 @@ static int db_open(struct store *st, const char *path)
         }
     }
     /* What the first purge needs, so that it is a no-op when nothing is due. */
-    if ((ret = next_expiry_load(st)) != 0 || (ret = oldest_envelope_load(st)) != 0)
+    if ((ret = sq_next_expiry_load(st)) != 0 || (ret = sq_oldest_envelope_load(st)) != 0)
         return ret;
     return 0;
 }
