@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* libparley's internals shared by parley.c (connection, requests, cloud
- * sync) and secret.c (secret chats): the struct parley and the request
- * helpers. Not installed; the public contract is include/parley.h. */
+ * sync), prekeys.c and the secret-chat files (secret.c, secret_send.c,
+ * secret_recv.c): the struct parley and the request helpers. Not
+ * installed; the public contract is include/parley.h. */
 #ifndef PARLEY_CLIENT_PARLEY_INT_H
 #define PARLEY_CLIENT_PARLEY_INT_H
 
@@ -64,7 +65,7 @@ struct parley {
     struct names keep_names;
     PlFrame *last_error;     /* the last error response, for its details (Error.devices) */
     unsigned retry_after_ms; /* of the last error response */
-    bool receipts_owed;      /* a read receipt may wait to be sent (secret.c) */
+    bool receipts_owed;      /* a read receipt may wait to be sent (secret_recv.c) */
 };
 
 /* What parley_recv is doing: its callback and how far it got. */
@@ -92,7 +93,7 @@ PL_NODISCARD int parley__call_authed(struct parley *p, PlRequest *req, int want,
 /* True for the errors that mean the connection failed. */
 bool parley__is_transport_err(int err);
 
-/* secret.c: called by parley.c. */
+/* prekeys.c, secret_recv.c: called by parley.c. */
 
 /* Makes sure this device has a Signal identity and that the server holds
  * its keys with a stock of one-time prekeys near 100 (uploading what is
@@ -119,7 +120,7 @@ PL_NODISCARD int parley__secret_expire(struct parley *p, struct delivery *d);
 /* Frees queued Push.secret frames. */
 void parley__secret_clear(struct parley *p);
 
-/* secret.c: shared with prekeys.c. */
+/* secret.c: shared with prekeys.c, secret_send.c and secret_recv.c. */
 
 /* Takes the home's secret-state lock (HOME/secret.lock, flock), which
  * serializes changes of sessions, prekeys and trust records between the
