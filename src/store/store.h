@@ -170,7 +170,8 @@ typedef void store_cb(struct store_req *req);
  * store never touches it after calling cb, so cb may free or resubmit it.
  * Usernames are arrays inside the request; send.text is borrowed until the
  * callback. A result may own one allocated block (SEND, SYNC, HISTORY,
- * GET_BUNDLE):
+ * GET_BUNDLE, SECRET_SEND (also when refused with a mismatch),
+ * SECRET_FETCH, SET_TTL, PURGE):
  * call store_req_reset() once done with it, before freeing or reusing req
  * (store_submit() clears out and does not free what was left there). */
 struct store_req {

@@ -2271,6 +2271,7 @@ static void test_ttl_and_purge_submit_rejects_invalid_requests(void **state)
     uint64_t bob = signup(f, "bob", 2, NULL);
     prep_ttl(&r, alice, bob, STORE_TTL_MAX);
     assert_int_equal(run_req(f, &r), 0);
+    store_req_reset(&r);
     prep_purge(&r, DATE, STORE_PURGE_MAX);
     assert_int_equal(run_req(f, &r), 0);
     assert_int_equal(r.out.n_purged, 0);
