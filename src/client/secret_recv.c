@@ -100,26 +100,11 @@ int parley__secret_expire(struct parley *p, struct delivery *d)
 
 /* Receiving. */
 
-/* The responder's prekey store for ratchet_decrypt_prekey. */
-struct lookup {
-    const struct e2e_dir *dir;
-    const struct keys_pair *identity;
-    struct keys_pair *signed_prekey;
-    struct keys_pair *prekey;
-};
-
+/* The responder's prekey store (e2e_lookup), with the client's error
+ * mapping for a damaged file. */
 static int on_lookup(void *arg, bool is_signed, uint32_t id, const struct keys_pair **out)
 {
-    struct lookup *self = arg;
-    uint8_t sig[XEDDSA_SIGNATURE_LEN];
-    struct keys_pair **slot = is_signed ? &self->signed_prekey : &self->prekey;
-    keys_free(*slot);
-    *slot = NULL;
-    int err = is_signed ? e2e_signed_prekey(self->dir, id, false, self->identity, slot, sig)
-                        : e2e_prekey(self->dir, id, false, slot);
-    if (err == 0)
-        *out = *slot;
-    return secret__local_err(err);
+    return secret__local_err(e2e_lookup(arg, is_signed, id, out));
 }
 
 /* True when a decrypt failure is the envelope's fault (garbage, replay,
@@ -182,15 +167,14 @@ static int decrypt_with(struct parley *p, const struct e2e_identity *id,
     if (e->type != RATCHET_MSG_PREKEY)
         return *s ? ratchet_decrypt(*s, e->body.data, e->body.len, &o->pt, &o->pt_len)
                   : PARLEY_ENOTFOUND;
-    struct lookup lk = {.dir = &p->e2e, .identity = id->key};
+    struct e2e_lookup lk = {.dir = &p->e2e, .identity = id->key};
     struct ratchet_responder me = {.identity = id->key,
                                    .registration_id = id->registration_id,
                                    .lookup = on_lookup,
                                    .arg = &lk};
     int err = ratchet_decrypt_prekey(s, &me, e->body.data, e->body.len, &o->pt, &o->pt_len,
                                      &o->used_prekey, &o->used_prekey_id);
-    keys_free(lk.prekey);
-    keys_free(lk.signed_prekey);
+    e2e_lookup_release(&lk);
     return err;
 }
 

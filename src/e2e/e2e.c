@@ -360,3 +360,24 @@ int e2e_session_remove(const struct e2e_dir *d, const char *peer, uint32_t devic
     int rc = session_name(peer, device, name);
     return rc != 0 ? rc : remove_file(d, name);
 }
+
+int e2e_lookup(void *arg, bool is_signed, uint32_t id, const struct keys_pair **out)
+{
+    struct e2e_lookup *l = arg;
+    uint8_t sig[XEDDSA_SIGNATURE_LEN];
+    struct keys_pair **slot = is_signed ? &l->signed_prekey : &l->prekey;
+    keys_free(*slot);
+    *slot = NULL;
+    int rc = is_signed ? e2e_signed_prekey(l->dir, id, false, l->identity, slot, sig)
+                       : e2e_prekey(l->dir, id, false, slot);
+    if (rc == 0)
+        *out = *slot;
+    return rc;
+}
+
+void e2e_lookup_release(struct e2e_lookup *l)
+{
+    keys_free(l->prekey);
+    keys_free(l->signed_prekey);
+    l->prekey = l->signed_prekey = NULL;
+}

@@ -80,4 +80,21 @@ PL_NODISCARD int e2e_session_save(const struct e2e_dir *d, const char *peer, uin
  * (also when there was none), or PARLEY_EINVAL (bad peer name), PARLEY_EIO. */
 PL_NODISCARD int e2e_session_remove(const struct e2e_dir *d, const char *peer, uint32_t device);
 
+/* A responder's prekey store over the state directory, for
+ * ratchet_decrypt_prekey (pass e2e_lookup as the callback and the struct
+ * as its argument): each call loads the signed or one-time prekey with that
+ * id (PARLEY_ENOTFOUND when there is none), kept until the next call of
+ * the same kind or e2e_lookup_release. */
+struct e2e_lookup {
+    const struct e2e_dir *dir;
+    const struct keys_pair *identity; /* borrowed */
+    struct keys_pair *signed_prekey;  /* owned: the last one loaded */
+    struct keys_pair *prekey;
+};
+
+PL_NODISCARD int e2e_lookup(void *arg, bool is_signed, uint32_t id, const struct keys_pair **out);
+
+/* Frees the keys l loaded; l can be used again. */
+void e2e_lookup_release(struct e2e_lookup *l);
+
 #endif

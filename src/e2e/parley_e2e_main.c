@@ -494,29 +494,6 @@ static int cmd_encrypt(const struct e2e_dir *d, const struct opts *o)
     return print_json(out);
 }
 
-/* The responder's prekey store for ratchet_decrypt_prekey: keys loaded from
- * the state directory, freed by the caller after the call. */
-struct lookup {
-    const struct e2e_dir *dir;
-    const struct keys_pair *identity;
-    struct keys_pair *signed_prekey;
-    struct keys_pair *prekey;
-};
-
-static int on_lookup(void *arg, bool is_signed, uint32_t id, const struct keys_pair **out)
-{
-    struct lookup *self = arg;
-    uint8_t sig[XEDDSA_SIGNATURE_LEN];
-    struct keys_pair **slot = is_signed ? &self->signed_prekey : &self->prekey;
-    keys_free(*slot);
-    *slot = NULL;
-    int rc = is_signed ? e2e_signed_prekey(self->dir, id, false, self->identity, slot, sig)
-                       : e2e_prekey(self->dir, id, false, slot);
-    if (rc == 0)
-        *out = *slot;
-    return rc;
-}
-
 /* Print {"plaintext": base64} from a wiped buffer, not through jansson,
  * so that no copy of the plaintext outlives this call. */
 static int print_plaintext(const uint8_t *pt, size_t len)
@@ -560,7 +537,7 @@ static int cmd_decrypt(const struct e2e_dir *d, const struct opts *o)
 
     struct e2e_identity id = {0};
     struct ratchet *s = NULL;
-    struct lookup lk = {.dir = d};
+    struct e2e_lookup lk = {.dir = d};
     uint8_t *pt = NULL;
     size_t pt_len = 0;
     bool used = false;
@@ -582,7 +559,7 @@ static int cmd_decrypt(const struct e2e_dir *d, const struct opts *o)
         lk.identity = id.key;
         struct ratchet_responder me = {.identity = id.key,
                                        .registration_id = id.registration_id,
-                                       .lookup = on_lookup,
+                                       .lookup = e2e_lookup,
                                        .arg = &lk};
         rc = ratchet_decrypt_prekey(&s, &me, msg, msg_len, &pt, &pt_len, &used, &used_id);
     } else {
@@ -599,8 +576,7 @@ static int cmd_decrypt(const struct e2e_dir *d, const struct opts *o)
     st = print_plaintext(pt, pt_len);
 out:
     ratchet_plaintext_free(pt, pt_len);
-    keys_free(lk.prekey);
-    keys_free(lk.signed_prekey);
+    e2e_lookup_release(&lk);
     ratchet_free(s);
     keys_free(id.key);
     free(msg);
