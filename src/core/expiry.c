@@ -18,6 +18,7 @@
 #include "common/banned.h"
 
 #define PURGE_PERIOD_MS 1000
+#define PURGE_BACKLOG_MS 50 /* the pause between purges while more are due */
 
 /* --- the setting --------------------------------------------------------- */
 
@@ -109,7 +110,7 @@ void expiry_set_ttl_done(struct op *op)
 
 /* --- the purge ----------------------------------------------------------- */
 
-static void purge_submit(struct worker *w);
+static void on_expiry_tick(uv_timer_t *t);
 
 /* Tells every device of each account what the purge deleted. */
 static void publish_purged(struct worker *w, const struct store_req *req)
@@ -158,8 +159,11 @@ static void on_purge_done(struct store_req *req)
         log_warn("core", "event=purge_failed error=%s", err_name(req->status));
     }
     store_req_reset(req);
-    if (again && !w->stopping)
-        purge_submit(w);
+    /* A backlog (after downtime, or a busy chat's messages coming due) is
+     * taken a batch at a time with a pause between, not back to back: the
+     * writer serves everyone else in between. */
+    if (again && !w->stopping && w->expiry_on)
+        uv_timer_start(&w->expiry_timer, on_expiry_tick, PURGE_BACKLOG_MS, PURGE_PERIOD_MS);
     worker_maybe_finish(w);
 }
 

@@ -139,7 +139,8 @@ char *metrics_render(struct server *srv, size_t *len)
     put(&o, "# HELP parley_secret_acked_total Secret envelopes deleted on ack.\n"
             "# TYPE parley_secret_acked_total counter\nparley_secret_acked_total %llu\n",
         (unsigned long long)load(&metrics.secret_acked));
-    put(&o, "# HELP parley_purged_messages_total Messages deleted by auto-delete.\n"
+    put(&o, "# HELP parley_purged_messages_total Messages deleted by auto-delete, counted once"
+            " per account that had them (twice for a 1:1 message).\n"
             "# TYPE parley_purged_messages_total counter\nparley_purged_messages_total %llu\n",
         (unsigned long long)load(&metrics.purged_messages));
     put(&o, "# HELP parley_expired_envelopes_total Secret envelopes deleted unacked, too old.\n"

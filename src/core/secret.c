@@ -208,6 +208,9 @@ void secret_handle_fetch(struct session *s, uint64_t id, const Parley__V1__Fetch
     op->req.in.fetch.limit = r->limit == 0                ? FETCH_LIMIT_DEFAULT
                              : r->limit > STORE_PAGE_MAX ? STORE_PAGE_MAX
                                                          : r->limit;
+    /* No more than one frame's worth leaves the store: a page of 1000
+     * envelopes of 32 KiB would be 32 MB, read to send 1 MiB. */
+    op->req.in.fetch.max_bytes = cfg_of(s)->max_frame_bytes;
     session_submit(op);
 }
 

@@ -237,7 +237,8 @@ struct store_req {
         } secret;
         struct {
             uint64_t device;
-            unsigned limit; /* 1..STORE_PAGE_MAX */
+            unsigned limit;   /* 1..STORE_PAGE_MAX */
+            size_t max_bytes; /* bodies in one page: at most this, or one envelope */
         } fetch;
         struct {
             uint64_t device;
@@ -331,7 +332,7 @@ void store_port_close(struct store_port *port);
  * with a zero device, SECRET_SEND with a zero user, device or client_id,
  * no envelopes or more than STORE_ENVELOPES_MAX, an envelope with device 0
  * or a body that is missing, empty or over STORE_ENVELOPE_BODY_MAX,
- * SECRET_FETCH with device 0 or a limit outside 1..STORE_PAGE_MAX,
+ * SECRET_FETCH with device 0, a limit outside 1..STORE_PAGE_MAX or max_bytes 0,
  * SECRET_ACK with device 0 or 0 or more than STORE_ACK_MAX ids, port
  * closing) and never calls it. Thread: the port's
  * loop.
@@ -384,12 +385,14 @@ void store_port_close(struct store_port *port);
  *          every copy is acked the send is forgotten, and the same
  *          client_id stores a new one); PARLEY_ENOKEYS if to_user has no
  *          device with keys (other than from_device); the mismatch.
- * SECRET_FETCH  the device's queued envelopes, oldest first, at most limit;
- *          more if further ones are queued.
+ * SECRET_FETCH  the device's queued envelopes, oldest first, at most limit
+ *          and, past the first, at most max_bytes of bodies in all; more if
+ *          further ones are queued.
  * SECRET_ACK  deletes the device's envelopes among ids (others' and
  *          unknown ids are ignored); deleted is how many went. The rows
  *          are overwritten in the file (secure_delete), and the write-ahead
- *          log is checkpointed and truncated once the writer is idle.
+ *          log is checkpointed and truncated once the writer is idle (under
+ *          load, within 10 s).
  * SET_TTL  sets the auto-delete time of the chat of user and peer for
  *          both (0: off); messages sent afterwards get expires = date +
  *          ttl_s (SEND's msg.expires). Appends a TTL update to user's log

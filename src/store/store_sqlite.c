@@ -31,6 +31,8 @@
 #define DEFAULT_USER_CACHE (1u << 20)
 #define DEFAULT_BULK_PER_BATCH 64
 #define BUSY_TIMEOUT_MS 5000
+/* Under load, deleted content leaves the write-ahead log within this. */
+#define SCRUB_MAX_NS (10ull * 1000 * 1000 * 1000)
 
 /* The schema is built step by step: a fresh file runs every step from
  * version 0, an older file the steps above its version, all in one write
@@ -564,7 +566,10 @@ static int run_one(struct store *st, struct store_req *req, bool *lost)
                 *lost = true;
             if (exec_stmt(st, ST_RELEASE) != 0)
                 *lost = true;
-        } else if (status == PARLEY_ESTORE && op_writes(st, req)) {
+        } else if (status == PARLEY_ESTORE &&
+                   (req->op == STORE_OP_PURGE || op_writes(st, req))) {
+            /* A purge changes what op_writes looks at: any failure of one
+             * counts as a partial write. */
             *lost = true; /* it may have written part of its rows */
         }
     }
@@ -638,10 +643,15 @@ static void run_batch(struct store *st, struct store_req *head, unsigned n)
               (unsigned long long)commit_us);
     if (!write)
         return;
-    for (struct store_req *r = head; r; r = r->next)
-        if (r->status == 0 && ((r->op == STORE_OP_SECRET_ACK && r->out.deleted) ||
-                               (r->op == STORE_OP_PURGE && (r->out.n_purged || r->out.envelopes_expired))))
+    for (struct store_req *r = head; r; r = r->next) {
+        bool deleted = r->status == 0 && ((r->op == STORE_OP_SECRET_ACK && r->out.deleted) ||
+                                          (r->op == STORE_OP_PURGE &&
+                                           (r->out.n_purged || r->out.envelopes_expired)));
+        if (deleted && !st->scrub) {
             st->scrub = true;
+            st->scrub_since = uv_hrtime();
+        }
+    }
     uv_mutex_lock(&st->lock);
     st->stats.commits++;
     st->stats.committed_reqs += n;
@@ -701,11 +711,11 @@ static unsigned take(struct store_req **qh, struct store_req **qt, unsigned max,
 
 /* Acked envelopes and purged messages are overwritten in the database
  * (secure_delete), but their pages stay in the write-ahead log until it is
- * reused. Once the
- * writer has nothing queued, a TRUNCATE checkpoint copies the log into the
- * database and empties it, so that no copy of a delivered envelope is left
- * in either file. The writer's connection is the only one, so the
- * checkpoint cannot be blocked by a reader. */
+ * reused. Once the writer has nothing queued, or at the latest SCRUB_MAX_NS
+ * after the first such deletion even under load, a TRUNCATE checkpoint
+ * copies the log into the database and empties it, so that no copy of a
+ * delivered envelope or an expired message is left in either file. The
+ * writer's connection is the only one, so no reader can block it. */
 static void scrub_if_idle(struct store *st)
 {
     if (!st->scrub)
@@ -713,7 +723,7 @@ static void scrub_if_idle(struct store *st)
     uv_mutex_lock(&st->lock);
     bool idle = !st->head && !st->bulk_head;
     uv_mutex_unlock(&st->lock);
-    if (!idle)
+    if (!idle && uv_hrtime() - st->scrub_since < SCRUB_MAX_NS)
         return;
     int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
     if (rc != SQLITE_OK) {
@@ -1067,7 +1077,7 @@ static int validate(const struct store_req *req)
         }
         return 0;
     case STORE_OP_SECRET_FETCH:
-        return req->in.fetch.device && req->in.fetch.limit >= 1 &&
+        return req->in.fetch.device && req->in.fetch.limit >= 1 && req->in.fetch.max_bytes &&
                        req->in.fetch.limit <= STORE_PAGE_MAX
                    ? 0
                    : PARLEY_EINVAL;

@@ -129,6 +129,7 @@ struct store {
     struct scratch scratch; /* writer thread only */
     int64_t next_expiry;    /* writer thread only: no message expires before this; 0: unknown */
     int64_t oldest_envelope; /* writer thread only: no envelope is older; 0: unknown */
+    uint64_t scrub_since;   /* writer thread only: uv_hrtime when scrub was set */
     bool scrub;             /* writer thread only: envelopes were deleted since the last
                                WAL truncation */
     struct u64map users;    /* writer thread only: user id -> struct user_entry */

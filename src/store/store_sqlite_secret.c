@@ -309,12 +309,17 @@ int sq_op_secret_fetch(struct store *st, struct store_req *req)
     bind_u64(s, 1, req->in.fetch.device);
     sqlite3_bind_int64(s, 2, (sqlite3_int64)req->in.fetch.limit + 1);
     int rc;
+    size_t bytes = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (n == req->in.fetch.limit) {
+        /* A page ends at limit envelopes or max_bytes of bodies (at least
+         * one envelope), so that no result holds more than its frame. */
+        size_t len = (size_t)sqlite3_column_bytes(s, 7);
+        if (n == req->in.fetch.limit || (n > 0 && bytes + len > req->in.fetch.max_bytes)) {
             req->out.more = true;
             rc = SQLITE_DONE;
             break;
         }
+        bytes += len;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
             pe = xrealloc(pe, cap * sizeof(*pe));

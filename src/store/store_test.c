@@ -1144,6 +1144,7 @@ static void prep_fetch(struct store_req *req, uint64_t device, unsigned limit)
     req->op = STORE_OP_SECRET_FETCH;
     req->in.fetch.device = device;
     req->in.fetch.limit = limit;
+    req->in.fetch.max_bytes = SIZE_MAX;
 }
 
 static void prep_ack(struct store_req *req, uint64_t device, const uint64_t *ids, size_t n)
@@ -2951,6 +2952,45 @@ static void test_purge_expires_undelivered_envelopes(void **state)
     assert_int_equal(queued_for(f, b1), 1);
 }
 
+/* A page also ends at max_bytes of bodies, but never before its first
+ * envelope. */
+static void test_secret_fetch_pages_by_bytes(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a1, b1;
+    uint64_t alice = signup(f, "alice", 1, &a1);
+    uint64_t bob = signup(f, "bob", 2, &b1);
+    give_keys(f, a1);
+    give_keys(f, b1);
+    static uint8_t body[100];
+    struct store_envelope_in env;
+    fill_envs(&env, &b1, 1, body, sizeof(body), 2);
+    struct store_req r;
+    for (uint64_t i = 0; i < 3; i++) {
+        prep_secret(&r, alice, a1, bob, 300 + i, &env, 1);
+        assert_int_equal(run_req(f, &r), 0);
+        store_req_reset(&r);
+    }
+    prep_fetch(&r, b1, 10);
+    r.in.fetch.max_bytes = 250;
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_envelopes, 2);
+    assert_true(r.out.more);
+    store_req_reset(&r);
+    prep_fetch(&r, b1, 10);
+    r.in.fetch.max_bytes = 50;
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_envelopes, 1);
+    assert_true(r.out.more);
+    store_req_reset(&r);
+    prep_fetch(&r, b1, 10);
+    r.in.fetch.max_bytes = 300;
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_envelopes, 3);
+    assert_false(r.out.more);
+    store_req_reset(&r);
+}
+
 int main(void)
 {
     log_threshold = LOG_LEVEL_WARN;
@@ -3019,6 +3059,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_purge_after_a_restart_never_reuses_a_pts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_first_purge_after_open_with_nothing_due_commits_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_expires_undelivered_envelopes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_fetch_pages_by_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_version_refuses_to_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_ttl_appends_an_update_to_both_logs, setup,
                                         teardown),
