@@ -19,7 +19,7 @@
 
 /* The database schema this build writes (PRAGMA user_version); older files
  * are upgraded in place at open, newer ones refused. */
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 #define STORE_PUBKEY_LEN 32
 #define STORE_PAGE_MAX 1000
 /* Prekeys (secret chats): public keys in Signal's form, 0x05 || 32 bytes. */
@@ -379,11 +379,12 @@ void store_port_close(struct store_port *port);
  *          from_user's counts against to_user), and nothing is written. A
  *          device twice in the list is PARLEY_EINVAL (in the result, not
  *          at submit). Checked in this order: PARLEY_ENOUSER if to_user or
- *          from_user does not exist; a device twice; a retry: if envelopes
- *          of (from_user, client_id) are still queued, duplicate is set,
- *          msg is that send's, nothing is written and envs is empty (once
- *          every copy is acked the send is forgotten, and the same
- *          client_id stores a new one); PARLEY_ENOKEYS if to_user has no
+ *          from_user does not exist; a device twice; a retry: if
+ *          (from_user, client_id) was used by a send in the last
+ *          envelopes_before window (see PURGE; acked or not), duplicate is
+ *          set, msg is that send's, nothing is written and envs is empty;
+ *          the store keeps, per send, only its ids, recipient and date for
+ *          this; PARLEY_ENOKEYS if to_user has no
  *          device with keys (other than from_device); the mismatch.
  * SECRET_FETCH  the device's queued envelopes, oldest first, at most limit
  *          and, past the first, at most max_bytes of bodies in all; more if
@@ -407,7 +408,8 @@ void store_port_close(struct store_port *port);
  *          their ids to the log of every account that had them (purged:
  *          its pts and ids); and up to limit secret envelopes dated before
  *          envelopes_before, never acked (envelopes_expired; the sender is
- *          not told: like Signal's server, the queue just forgets them).
+ *          not told: like Signal's server, the queue just forgets them),
+ *          with the record of sends that old (their retries are new sends).
  *          more if further messages or envelopes are already due. When
  *          nothing is due it writes nothing and costs no fsync.
  * Any op: PARLEY_ESTORE if the database failed; a failing request does not

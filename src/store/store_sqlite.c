@@ -128,9 +128,25 @@ static const char schema_v4_sql[] =
     "CREATE INDEX envelopes_date ON envelopes(date);"
     "PRAGMA user_version = 4;";
 
+/* Version 5: what a secret send leaves for its retries once its envelopes
+ * are gone: ids, recipient, date; no content. Expires with the envelopes. */
+static const char schema_v5_sql[] =
+    "CREATE TABLE secret_sends ("
+    " from_user INTEGER NOT NULL,"
+    " client_id INTEGER NOT NULL,"
+    " message_id INTEGER NOT NULL,"
+    " from_device INTEGER NOT NULL,"
+    " to_user INTEGER NOT NULL,"
+    " date INTEGER NOT NULL,"
+    " PRIMARY KEY (from_user, client_id)) WITHOUT ROWID;"
+    "CREATE INDEX secret_sends_date ON secret_sends(date);"
+    "INSERT OR IGNORE INTO secret_sends (from_user, client_id, message_id, from_device, to_user,"
+    " date) SELECT from_user, client_id, message_id, from_device, to_user, date FROM envelopes;"
+    "PRAGMA user_version = 5;";
+
 /* schema_steps[v] takes a database from version v to v + 1. */
-static const char *const schema_steps[SCHEMA_VERSION] = {schema_v1_sql, schema_v2_sql,
-                                                         schema_v3_sql, schema_v4_sql};
+static const char *const schema_steps[SCHEMA_VERSION] = {
+    schema_v1_sql, schema_v2_sql, schema_v3_sql, schema_v4_sql, schema_v5_sql};
 
 /* clang-format on */
 
@@ -200,7 +216,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                           " JOIN signed_prekeys s ON s.device_id = d.id"
                           " WHERE d.user_id = ?1 AND (?2 = 0 OR d.id = ?2) AND d.id != ?3"
                           " ORDER BY d.id",
-    [ST_ENV_BY_CLIENT_ID] = "SELECT message_id, from_device, to_user, date FROM envelopes"
+    [ST_ENV_BY_CLIENT_ID] = "SELECT message_id, from_device, to_user, date FROM secret_sends"
                             " WHERE from_user = ?1 AND client_id = ?2 LIMIT 1",
     [ST_KEYED_DEVICES] = "SELECT d.id, d.user_id FROM devices d"
                          " JOIN identity_keys k ON k.device_id = d.id"
@@ -228,7 +244,13 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_NEXT_EXPIRY] = "SELECT min(expires) FROM messages WHERE expires > 0",
     [ST_ENV_EXPIRE] = "DELETE FROM envelopes WHERE id IN (SELECT id FROM envelopes"
                       " WHERE date < ?1 ORDER BY date LIMIT ?2)",
-    [ST_ENV_OLDEST] = "SELECT min(date) FROM envelopes",
+    /* Every envelope has its send's row, with the same date. */
+    [ST_ENV_OLDEST] = "SELECT min(date) FROM secret_sends",
+    [ST_SEND_RECORD] = "INSERT INTO secret_sends (from_user, client_id, message_id, from_device,"
+                       " to_user, date) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_SEND_EXPIRE] = "DELETE FROM secret_sends WHERE (from_user, client_id) IN"
+                       " (SELECT from_user, client_id FROM secret_sends WHERE date < ?1"
+                       " ORDER BY date LIMIT ?2)",
 };
 
 struct store_port {

@@ -158,6 +158,13 @@ static int expire_envelopes(struct store *st, struct store_req *req)
     req->out.envelopes_expired = (unsigned)sqlite3_changes(st->db);
     if (req->out.envelopes_expired == req->in.purge.limit)
         req->out.more = true;
+    s = st->stmt[ST_SEND_EXPIRE];
+    sqlite3_bind_int64(s, 1, req->in.purge.envelopes_before);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)req->in.purge.limit);
+    if ((ret = sq_step_write(st, s, "send_expire", PARLEY_ESTORE)) != 0)
+        return ret;
+    if ((unsigned)sqlite3_changes(st->db) == req->in.purge.limit)
+        req->out.more = true;
     return sq_oldest_envelope_load(st);
 }
 

@@ -75,6 +75,8 @@ enum stmt_id {
     ST_NEXT_EXPIRY,
     ST_ENV_EXPIRE,
     ST_ENV_OLDEST,
+    ST_SEND_RECORD,
+    ST_SEND_EXPIRE,
     ST_COUNT
 };
 

@@ -279,6 +279,16 @@ int sq_op_secret_send(struct store *st, struct store_req *req)
     }
     if (ret)
         goto out;
+    /* Retries find the send here, even once every copy is acked. */
+    s = st->stmt[ST_SEND_RECORD];
+    bind_u64(s, 1, from);
+    bind_u64(s, 2, req->in.secret.client_id);
+    bind_u64(s, 3, message_id);
+    bind_u64(s, 4, req->in.secret.from_device);
+    bind_u64(s, 5, to);
+    sqlite3_bind_int64(s, 6, date);
+    if ((ret = sq_step_write(st, s, "send_record", PARLEY_ESTORE)) != 0)
+        goto out;
     req->out.msg.id = message_id;
     req->out.msg.from_user = from;
     req->out.msg.from_device = req->in.secret.from_device;

@@ -2991,6 +2991,51 @@ static void test_secret_fetch_pages_by_bytes(void **state)
     store_req_reset(&r);
 }
 
+/* A retry finds its send even once every copy is acked, until the record
+ * of the send expires with the envelopes' age bound. */
+static void test_secret_retry_after_ack_is_still_a_duplicate(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a1, b1;
+    uint64_t alice = signup(f, "alice", 1, &a1);
+    uint64_t bob = signup(f, "bob", 2, &b1);
+    give_keys(f, a1);
+    give_keys(f, b1);
+    static const uint8_t body[] = {0x33, 9, 9};
+    struct store_envelope_in env;
+    fill_envs(&env, &b1, 1, body, sizeof(body), 3);
+    struct store_req r;
+    prep_secret(&r, alice, a1, bob, 4242, &env, 1);
+    assert_int_equal(run_req(f, &r), 0);
+    uint64_t msg = r.out.msg.id, env_id = r.out.envs[0].id;
+    store_req_reset(&r);
+    assert_int_equal(ack(f, b1, &env_id, 1), 1);
+    assert_int_equal(queued_for(f, b1), 0);
+
+    prep_secret(&r, alice, a1, bob, 4242, &env, 1);
+    r.in.secret.date = DATE + 5;
+    assert_int_equal(run_req(f, &r), 0);
+    assert_true(r.out.duplicate);
+    assert_int_equal(r.out.msg.id, msg);
+    assert_int_equal(r.out.msg.date, DATE);
+    assert_int_equal(r.out.n_envs, 0);
+    store_req_reset(&r);
+    assert_int_equal(queued_for(f, b1), 0);
+
+    /* Once the record is older than the bound, it goes with a purge. */
+    prep_purge(&r, DATE + 10, 10);
+    r.in.purge.envelopes_before = DATE + 1;
+    assert_int_equal(run_req(f, &r), 0);
+    store_req_reset(&r);
+    prep_secret(&r, alice, a1, bob, 4242, &env, 1);
+    r.in.secret.date = DATE + 20;
+    assert_int_equal(run_req(f, &r), 0);
+    assert_false(r.out.duplicate);
+    assert_true(r.out.msg.id > msg);
+    store_req_reset(&r);
+    assert_int_equal(queued_for(f, b1), 1);
+}
+
 int main(void)
 {
     log_threshold = LOG_LEVEL_WARN;
@@ -3060,6 +3105,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_first_purge_after_open_with_nothing_due_commits_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_purge_expires_undelivered_envelopes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_secret_fetch_pages_by_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_secret_retry_after_ack_is_still_a_duplicate, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_version_refuses_to_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_ttl_appends_an_update_to_both_logs, setup,
                                         teardown),
