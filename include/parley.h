@@ -60,7 +60,8 @@ extern "C" {
     X(ETOO_MANY_PREKEYS, 35, "too many prekeys")                                                   \
     X(ENOKEYS, 36, "no keys published")                                                            \
     X(EDEVICES_CHANGED, 37, "device list out of date")                                             \
-    X(EUNTRUSTED_IDENTITY, 38, "peer identity key changed")
+    X(EUNTRUSTED_IDENTITY, 38, "peer identity key changed")                                        \
+    X(EQUEUE_FULL, 39, "too many undelivered messages for a device")
 
 enum parley_error {
 #define PARLEY_ERR_ENUM_(name, num, text) PARLEY_##name = -(num),
@@ -205,7 +206,8 @@ PARLEY_API unsigned parley_retry_after_ms(const struct parley *p);
 /* What two people compare to check they hold each other's keys. */
 struct parley_safety {
     char number[PARLEY_SAFETY_NUMBER_SIZE]; /* "12345 67890 ..." */
-    uint64_t device_id;                     /* the peer's device it covers (its lowest id) */
+    uint64_t device_id;                     /* the peer's device it covers: a changed one
+                                               first, else the lowest id */
     bool changed; /* a device's identity key changed and is not accepted: sending is blocked */
 };
 
@@ -237,17 +239,21 @@ PARLEY_API int parley_send_secret(struct parley *p, const char *peer, const char
                                   uint64_t client_id, struct parley_msg *out);
 
 /* The safety number of the secret chat with peer (no network): the
- * identity keys of this device and of the peer's device with the lowest
- * id as last seen, with the two user ids in decimal as the stable
- * identifiers, so both people see the same 60 digits. Returns 0 and *out,
+ * identity keys of this device and of one device of the peer as last
+ * seen (out->device_id: of the devices whose key changed and is not
+ * accepted, else of all, the one with the lowest id), with the two user ids in
+ * decimal as the stable identifiers, so both people see the same 60
+ * digits. Returns 0 and *out,
  * or PARLEY_ENOTFOUND (no key of peer recorded yet: start a secret chat or
  * receive a secret message first), PARLEY_EBAD_USERNAME,
  * PARLEY_ENOACCOUNT, PARLEY_ECONFIG, PARLEY_EIO, PARLEY_ENOMEM. */
 PARLEY_API int parley_verify(struct parley *p, const char *peer, struct parley_safety *out);
 
-/* Accepts the current identity keys of every device of peer, which
- * unblocks sending (no network). Returns 0 (also when nothing was
- * changed), or the errors of parley_verify. */
+/* Accepts the current identity key of the device parley_verify shows,
+ * and only it, so that only a key the user compared is accepted; when
+ * more devices of peer changed, parley_verify shows the next one, and
+ * sending stays blocked until each is accepted (no network). Returns 0
+ * (also when nothing was changed), or the errors of parley_verify. */
 PARLEY_API int parley_verify_accept(struct parley *p, const char *peer);
 
 /* Auto-delete of the cloud chat with peer, for both members: messages

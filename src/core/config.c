@@ -45,6 +45,7 @@ void config_defaults(struct config *cfg)
     cfg->store_max_queue = 65536;
     cfg->store_user_cache = 1u << 20;
     cfg->envelope_days = 30;
+    cfg->envelopes_per_device = 10000;
 }
 
 bool config_is_loopback(const char *host)
@@ -207,6 +208,7 @@ static const struct numkey numkeys[] = {
     NK("store", "max_queue", K_UINT, store_max_queue, 1, 10000000),
     NK("store", "user_cache", K_UINT, store_user_cache, 1, 100000000),
     NK("secret", "envelope_days", K_UINT, envelope_days, 1, 3650),
+    NK("secret", "max_queued_per_device", K_UINT, envelopes_per_device, 1, 10000000),
 };
 
 static int on_key(void *user, const char *section, const char *name, const char *value)

@@ -47,6 +47,7 @@ struct config {
     unsigned store_user_cache; /* users whose name and pts the store writer keeps in memory */
     /* [secret] */
     unsigned envelope_days;    /* undelivered secret envelopes are deleted after this */
+    unsigned envelopes_per_device; /* queued for one device at most (restart to change) */
 };
 
 /* Fills defaults. */

@@ -424,7 +424,8 @@ int daemon_main(int argc, char **argv)
     int status = 1;
     struct store_config sc = {
         .path = db, .max_batch = cfg->store_max_batch, .max_queue = cfg->store_max_queue,
-        .user_cache = cfg->store_user_cache};
+        .user_cache = cfg->store_user_cache,
+        .envelopes_per_device = cfg->envelopes_per_device};
     if (store_open(&sc, &server.store)) {
         fprintf(stderr, "parleyd: cannot open the store at %s\n", db);
         config_ref_drop(server.conf);

@@ -44,6 +44,7 @@ struct store_config {
     unsigned max_queue;        /* queued requests beyond this are refused; 0: 65536 */
     unsigned user_cache;       /* users whose name and pts the writer keeps; 0: 2^20 */
     unsigned bulk_per_batch;   /* most bulk requests per transaction; 0: 64 */
+    unsigned envelopes_per_device; /* secret envelopes one device may have queued; 0: 10000 */
 };
 
 /* What an entry of an account's update log is. */
@@ -385,7 +386,9 @@ void store_port_close(struct store_port *port);
  *          set, msg is that send's, nothing is written and envs is empty;
  *          the store keeps, per send, only its ids, recipient and date for
  *          this; PARLEY_ENOKEYS if to_user has no
- *          device with keys (other than from_device); the mismatch.
+ *          device with keys (other than from_device); the mismatch;
+ *          PARLEY_EQUEUE_FULL if a device already has
+ *          store_config.envelopes_per_device envelopes queued.
  * SECRET_FETCH  the device's queued envelopes, oldest first, at most limit
  *          and, past the first, at most max_bytes of bodies in all; more if
  *          further ones are queued.

@@ -30,6 +30,7 @@
 #define DEFAULT_MAX_QUEUE 65536
 #define DEFAULT_USER_CACHE (1u << 20)
 #define DEFAULT_BULK_PER_BATCH 64
+#define DEFAULT_ENVELOPES_PER_DEVICE 10000
 #define BUSY_TIMEOUT_MS 5000
 /* Under load, deleted content leaves the write-ahead log within this. */
 #define SCRUB_MAX_NS (10ull * 1000 * 1000 * 1000)
@@ -246,6 +247,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " WHERE date < ?1 ORDER BY date LIMIT ?2)",
     /* Every envelope has its send's row, with the same date. */
     [ST_ENV_OLDEST] = "SELECT min(date) FROM secret_sends",
+    [ST_ENV_COUNT] = "SELECT count(*) FROM envelopes WHERE device_id = ?1",
     [ST_SEND_RECORD] = "INSERT INTO secret_sends (from_user, client_id, message_id, from_device,"
                        " to_user, date) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_SEND_EXPIRE] = "DELETE FROM secret_sends WHERE (from_user, client_id) IN"
@@ -282,6 +284,7 @@ static void store_unref(struct store *st)
     free(st->scratch.str);
     users_clear(st);
     u64map_deinit(&st->users);
+    u64map_deinit(&st->queued_envs);
     uv_cond_destroy(&st->cond);
     uv_mutex_destroy(&st->lock);
     free(st);
@@ -657,6 +660,7 @@ static void run_batch(struct store *st, struct store_req *head, unsigned n)
         log_error(MODULE, "event=batch_failed reqs=%u write=%d", n, write);
         fail_all(head, PARLEY_ESTORE);
         users_clear(st); /* it may hold pts of the rolled-back sends */
+        sq_queued_clear(st); /* and counts of rolled-back envelopes */
         st->next_expiry = 0; /* and the expiry after a rolled-back purge */
         st->oldest_envelope = 0;
         return;
@@ -921,7 +925,10 @@ int store_open(const struct store_config *cfg, struct store **out)
     (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     struct store *st = xcalloc(1, sizeof(*st));
     u64map_init(&st->users);
+    u64map_init(&st->queued_envs);
     st->users_max = cfg->user_cache ? cfg->user_cache : DEFAULT_USER_CACHE;
+    st->envelopes_per_device =
+        cfg->envelopes_per_device ? cfg->envelopes_per_device : DEFAULT_ENVELOPES_PER_DEVICE;
     st->max_batch = cfg->max_batch ? cfg->max_batch : DEFAULT_MAX_BATCH;
     st->bulk_per_batch = cfg->bulk_per_batch ? cfg->bulk_per_batch : DEFAULT_BULK_PER_BATCH;
     st->max_queue = cfg->max_queue ? cfg->max_queue : DEFAULT_MAX_QUEUE;
@@ -951,6 +958,7 @@ fail_cond:
     uv_mutex_destroy(&st->lock);
 fail_mutex:
     u64map_deinit(&st->users);
+    u64map_deinit(&st->queued_envs);
     free(st);
     return ret;
 }

@@ -156,6 +156,8 @@ static int expire_envelopes(struct store *st, struct store_req *req)
     if (ret)
         return ret;
     req->out.envelopes_expired = (unsigned)sqlite3_changes(st->db);
+    if (req->out.envelopes_expired)
+        sq_queued_clear(st); /* which devices lost how many is not known */
     if (req->out.envelopes_expired == req->in.purge.limit)
         req->out.more = true;
     s = st->stmt[ST_SEND_EXPIRE];

@@ -76,6 +76,7 @@ enum stmt_id {
     ST_ENV_EXPIRE,
     ST_ENV_OLDEST,
     ST_SEND_RECORD,
+    ST_ENV_COUNT,
     ST_SEND_EXPIRE,
     ST_COUNT
 };
@@ -135,6 +136,11 @@ struct store {
     bool scrub;             /* writer thread only: envelopes were deleted since the last
                                WAL truncation */
     struct u64map users;    /* writer thread only: user id -> struct user_entry */
+    /* writer thread only: device id -> its queued envelopes + 1, as an
+     * integer in the pointer; loaded on first use, emptied when it would
+     * pass users_max entries and after purges and failed batches. */
+    struct u64map queued_envs;
+    unsigned envelopes_per_device;
     unsigned users_max;     /* the cache is emptied when it would grow past this */
 };
 
@@ -190,6 +196,8 @@ int sq_op_key_count(struct store *st, struct store_req *req);
 int sq_op_secret_send(struct store *st, struct store_req *req);
 int sq_op_secret_fetch(struct store *st, struct store_req *req);
 int sq_op_secret_ack(struct store *st, struct store_req *req);
+/* Forgets the queued-envelope counts (they reload on use). */
+void sq_queued_clear(struct store *st);
 /* store_sqlite_expiry.c */
 int sq_op_set_ttl(struct store *st, struct store_req *req);
 int sq_op_purge(struct store *st, struct store_req *req);

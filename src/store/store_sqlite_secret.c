@@ -154,6 +154,48 @@ static int keyed_devices(struct store *st, uint64_t to, uint64_t from, uint64_t 
     return ret;
 }
 
+void sq_queued_clear(struct store *st)
+{
+    u64map_deinit(&st->queued_envs);
+    u64map_init(&st->queued_envs);
+}
+
+/* How many envelopes device has queued: from the counts, or counted
+ * through its index range (bounded by the cap). */
+static int queued_get(struct store *st, uint64_t device, size_t *out)
+{
+    void *v = u64map_get(&st->queued_envs, device);
+    if (v) {
+        *out = (size_t)(uintptr_t)v - 1;
+        return 0;
+    }
+    sqlite3_stmt *s = st->stmt[ST_ENV_COUNT];
+    bind_u64(s, 1, device);
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW)
+        *out = (size_t)sqlite3_column_int64(s, 0);
+    else
+        ret = sq_sql_fail(st, "env_count", rc);
+    sqlite3_reset(s);
+    if (ret == 0) {
+        if (st->queued_envs.len >= st->users_max)
+            sq_queued_clear(st);
+        u64map_put(&st->queued_envs, device, (void *)(uintptr_t)(*out + 1));
+    }
+    return ret;
+}
+
+static void queued_add(struct store *st, uint64_t device, size_t n, bool remove)
+{
+    void *v = u64map_get(&st->queued_envs, device);
+    if (!v)
+        return; /* not counted yet: loads when needed */
+    size_t q = (size_t)(uintptr_t)v - 1;
+    q = remove ? (q > n ? q - n : 0) : q + n;
+    u64map_put(&st->queued_envs, device, (void *)(uintptr_t)(q + 1));
+}
+
 /* Looks for queued envelopes of (from_user, client_id): a retry. */
 static int secret_find_duplicate(struct store *st, struct store_req *req, bool *found)
 {
@@ -247,6 +289,17 @@ int sq_op_secret_send(struct store *st, struct store_req *req)
         goto out;
     }
 
+    /* A device that never takes its envelopes must not fill the disk. */
+    for (size_t i = 0; i < n_envs; i++) {
+        size_t q = 0;
+        if ((ret = queued_get(st, envs[i].device_id, &q)) != 0)
+            goto out;
+        if (q >= st->envelopes_per_device) {
+            ret = PARLEY_EQUEUE_FULL;
+            goto out;
+        }
+    }
+
     int64_t date = req->in.secret.date ? req->in.secret.date : (int64_t)time(NULL);
     struct store_envelope_ref *refs = secret_result(req, n_envs, fu->name, tu->name);
     uint64_t message_id = 0;
@@ -264,6 +317,7 @@ int sq_op_secret_send(struct store *st, struct store_req *req)
         if ((ret = sq_step_write(st, s, "env_insert", PARLEY_ESTORE)) != 0)
             break;
         refs[i].id = (uint64_t)sqlite3_last_insert_rowid(st->db);
+        queued_add(st, envs[i].device_id, 1, false);
         if (st->oldest_envelope != 0 && date < st->oldest_envelope)
             st->oldest_envelope = date; /* 0 (unknown) stays: the next purge looks */
         refs[i].device_id = envs[i].device_id;
@@ -387,6 +441,7 @@ int sq_op_secret_ack(struct store *st, struct store_req *req)
             return sq_sql_fail(st, "env_delete", rc);
         deleted += (unsigned)sqlite3_changes(st->db);
     }
+    queued_add(st, req->in.ack.device, deleted, true);
     req->out.deleted = deleted;
     return 0;
 }

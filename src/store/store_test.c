@@ -3036,6 +3036,67 @@ static void test_secret_retry_after_ack_is_still_a_duplicate(void **state)
     assert_int_equal(queued_for(f, b1), 1);
 }
 
+/* A device's queue is bounded: past envelopes_per_device a send is
+ * refused, writes nothing, and goes through again once the device acks;
+ * the count survives a reopen and a purge of old envelopes. */
+static void test_secret_queue_per_device_is_bounded(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a1, b1, c1;
+    uint64_t alice = signup(f, "alice", 1, &a1);
+    uint64_t bob = signup(f, "bob", 2, &b1);
+    uint64_t carol = signup(f, "carol", 3, &c1);
+    give_keys(f, a1);
+    give_keys(f, b1);
+    give_keys(f, c1);
+    store_port_close(f->port);
+    store_close(f->st);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    struct store_config cfg = {.path = f->path, .envelopes_per_device = 2};
+    assert_int_equal(store_open(&cfg, &f->st), 0);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+
+    static const uint8_t body[] = {0x33, 1};
+    struct store_envelope_in env;
+    fill_envs(&env, &b1, 1, body, sizeof(body), 3);
+    struct store_req r;
+    uint64_t ids[2];
+    for (uint64_t i = 0; i < 2; i++) {
+        prep_secret(&r, alice, a1, bob, 500 + i, &env, 1);
+        assert_int_equal(run_req(f, &r), 0);
+        ids[i] = r.out.envs[0].id;
+        store_req_reset(&r);
+    }
+    prep_secret(&r, alice, a1, bob, 502, &env, 1);
+    assert_int_equal(run_req(f, &r), PARLEY_EQUEUE_FULL);
+    store_req_reset(&r);
+    assert_int_equal(queued_for(f, b1), 2);
+    /* Another device's queue is its own. */
+    struct store_envelope_in envc;
+    fill_envs(&envc, &c1, 1, body, sizeof(body), 3);
+    prep_secret(&r, alice, a1, carol, 503, &envc, 1);
+    assert_int_equal(run_req(f, &r), 0);
+    store_req_reset(&r);
+
+    assert_int_equal(ack(f, b1, &ids[0], 1), 1);
+    prep_secret(&r, alice, a1, bob, 502, &env, 1);
+    assert_int_equal(run_req(f, &r), 0);
+    store_req_reset(&r);
+    prep_secret(&r, alice, a1, bob, 504, &env, 1);
+    assert_int_equal(run_req(f, &r), PARLEY_EQUEUE_FULL);
+    store_req_reset(&r);
+
+    /* Counted again from the table after a purge of old envelopes. */
+    prep_purge(&r, DATE, 10);
+    r.in.purge.envelopes_before = DATE - 100; /* nothing that old */
+    assert_int_equal(run_req(f, &r), 0);
+    store_req_reset(&r);
+    prep_secret(&r, alice, a1, bob, 505, &env, 1);
+    assert_int_equal(run_req(f, &r), PARLEY_EQUEUE_FULL);
+    store_req_reset(&r);
+    assert_int_equal(queued_for(f, b1), 2);
+}
+
 int main(void)
 {
     log_threshold = LOG_LEVEL_WARN;
@@ -3107,6 +3168,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_secret_fetch_pages_by_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_secret_retry_after_ack_is_still_a_duplicate, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_secret_queue_per_device_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_version_refuses_to_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_ttl_appends_an_update_to_both_logs, setup,
                                         teardown),
