@@ -281,10 +281,16 @@ static void print_event(const struct cli *cli, const struct parley_msg *m)
             json_object_set_new(o, "ttl_s", json_integer((json_int_t)m->ttl_s));
         }
         json_object_set_new(o, "secret", json_boolean(m->secret));
+        if (m->identity_changed)
+            json_object_set_new(o, "identity_changed", json_true());
         print_json(o);
     } else if (m->kind == PARLEY_MSG_DELETED) {
         printf("%s%zu message(s) deleted%s%s\n", m->secret ? "[secret] " : "", m->n_deleted,
                m->chat[0] ? " in " : "", m->chat);
+    } else if (m->identity_changed) {
+        printf("[secret] [identity changed!] %s asked to set the self-destruct timer in %s to "
+               "%u s: not applied until you accept the new key (parley verify %s)\n",
+               m->from, m->chat, m->ttl_s, m->chat);
     } else if (m->ttl_s) {
         printf("%s%s set %s in %s to %u s\n", m->secret ? "[secret] " : "", m->from,
                m->secret ? "the self-destruct timer" : "auto-delete", m->chat, m->ttl_s);
@@ -713,11 +719,17 @@ static int cmd_verify(struct cli *cli, int argc, char **argv)
     }
     if (!peer)
         return usage_error(usage_verify, "verify takes PEER", "");
-    struct parley_safety s;
+    struct parley_safety s, after;
     int err = parley_verify(cli->p, peer, &s);
     bool was_changed = !err && s.changed;
-    if (!err && accept && (err = parley_verify_accept(cli->p, peer)) == 0)
+    /* Accepting takes the device shown; another changed device, if any, is
+     * shown next (and stays blocked): say so rather than claim all is well. */
+    bool more_changed = false;
+    if (!err && accept && (err = parley_verify_accept(cli->p, peer)) == 0 &&
+        (err = parley_verify(cli->p, peer, &after)) == 0) {
+        more_changed = after.changed;
         s.changed = false;
+    }
     if (err)
         return fail_secret(cli, err, peer);
     const char *at = peer[0] == '@' ? "" : "@";
@@ -727,8 +739,10 @@ static int cmd_verify(struct cli *cli, int argc, char **argv)
         json_object_set_new(o, "safety_number", json_string(s.number));
         json_object_set_new(o, "device_id", json_integer((json_int_t)s.device_id));
         json_object_set_new(o, "changed", json_boolean(s.changed));
-        if (accept)
+        if (accept) {
             json_object_set_new(o, "accepted", json_boolean(was_changed));
+            json_object_set_new(o, "more_changed", json_boolean(more_changed));
+        }
         print_json(o);
     } else {
         if (s.changed)
@@ -737,10 +751,15 @@ static int cmd_verify(struct cli *cli, int argc, char **argv)
                    "another channel; if it matches, run: parley verify %s%s --accept\n",
                    at, peer, at, peer, at, peer, at, peer);
         printf("safety number with %s%s:\n%s\n", at, peer, s.number);
-        if (accept)
-            printf(was_changed ? "accepted the new identity key of %s%s\n"
-                               : "nothing to accept: the identity key of %s%s is unchanged\n",
-                   at, peer);
+        if (accept && was_changed)
+            printf("accepted the new identity key of %s%s (device %llu)\n", at, peer,
+                   (unsigned long long)s.device_id);
+        else if (accept)
+            printf("nothing to accept: the identity key of %s%s is unchanged\n", at, peer);
+        if (more_changed)
+            printf("WARNING: another device of %s%s has a changed identity key: run parley "
+                   "verify %s%s again\n",
+                   at, peer, at, peer);
     }
     return finish_output();
 }

@@ -22,6 +22,11 @@
 #define TIMER_FILE "timer"
 #define INDEX_FILE "expiring"
 #define INDEX_LINE_MAX 80 /* "ID FROM EXPIRES OWED\n": 20 + 20 + 20 + 1 digits, spaces */
+/* Entries of one index: MSGSTORE_EXPIRING_MAX waiting for their time and as
+ * many kept only for a receipt owed, so that owed receipts never block
+ * the timer of a message read later. */
+#define INDEX_MAX (2 * MSGSTORE_EXPIRING_MAX)
+#define OWED_GONE 2 /* OWED value: receipt owed, message already deleted */
 
 /* One line of the expiry index. */
 struct entry {
@@ -29,14 +34,16 @@ struct entry {
     uint64_t from_user_id;
     int64_t expires;   /* unix seconds, > 0 */
     bool receipt_owed; /* the read receipt is not sent yet */
+    bool gone;         /* the message is deleted; kept for receipt_owed */
 };
 
 struct index {
     size_t n;
-    struct entry e[MSGSTORE_EXPIRING_MAX];
+    struct entry e[INDEX_MAX];
 };
 
 static int index_load(const char *dir, struct index *ix);
+static size_t waiting(const struct index *ix);
 static struct entry *index_find(struct index *ix, uint64_t message_id, uint64_t from_user_id);
 
 /* dir + "/" + "<message_id>-<from_user_id>" [+ ".pending"] */
@@ -392,22 +399,26 @@ static int index_load(const char *dir, struct index *ix)
     while (!err && (size_t)(pos - buf) < len) {
         struct entry en;
         uint64_t exp, owed;
-        if (ix->n == MSGSTORE_EXPIRING_MAX ||
-            !to_u64(token(&pos, ' '), UINT64_MAX, &en.message_id) ||
+        if (ix->n == INDEX_MAX || !to_u64(token(&pos, ' '), UINT64_MAX, &en.message_id) ||
             !to_u64(token(&pos, ' '), UINT64_MAX, &en.from_user_id) ||
             !to_u64(token(&pos, ' '), INT64_MAX, &exp) || exp == 0 ||
-            !to_u64(token(&pos, '\n'), 1, &owed)) {
+            !to_u64(token(&pos, '\n'), OWED_GONE, &owed)) {
             err = PARLEY_ECONFIG;
             break;
         }
         en.expires = (int64_t)exp;
-        en.receipt_owed = owed == 1;
+        en.receipt_owed = owed != 0;
+        en.gone = owed == OWED_GONE;
         for (size_t i = 0; i < ix->n; i++)
             if (ix->e[i].message_id == en.message_id && ix->e[i].from_user_id == en.from_user_id)
                 err = PARLEY_ECONFIG; /* twice */
         ix->e[ix->n++] = en;
     }
     if (!err && (size_t)(pos - buf) != len)
+        err = PARLEY_ECONFIG;
+    /* Each kind is bounded, as written. */
+    if (!err &&
+        (waiting(ix) > MSGSTORE_EXPIRING_MAX || ix->n - waiting(ix) > MSGSTORE_EXPIRING_MAX))
         err = PARLEY_ECONFIG;
     free(buf);
     return err;
@@ -434,7 +445,10 @@ static int index_save(const char *dir, const struct index *ix)
         const struct entry *en = &ix->e[i];
         int n = snprintf(buf + len, INDEX_LINE_MAX, "%llu %llu %lld %d\n",
                          (unsigned long long)en->message_id, (unsigned long long)en->from_user_id,
-                         (long long)en->expires, en->receipt_owed ? 1 : 0);
+                         (long long)en->expires,
+                         en->gone && en->receipt_owed ? OWED_GONE
+                         : en->receipt_owed           ? 1
+                                                      : 0);
         len += (size_t)n;
     }
     err = home_write_file(path, buf, len);
@@ -448,6 +462,70 @@ static struct entry *index_find(struct index *ix, uint64_t message_id, uint64_t 
         if (ix->e[i].message_id == message_id && ix->e[i].from_user_id == from_user_id)
             return &ix->e[i];
     return NULL;
+}
+
+/* How many entries of ix wait for their message's time. */
+static size_t waiting(const struct index *ix)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ix->n; i++)
+        n += !ix->e[i].gone;
+    return n;
+}
+
+/* Gives up the oldest owed receipts of deleted messages beyond
+ * MSGSTORE_EXPIRING_MAX. */
+static void trim_gone(struct index *ix)
+{
+    size_t gone = 0, kept = 0;
+    for (size_t i = 0; i < ix->n; i++)
+        gone += ix->e[i].gone;
+    for (size_t i = 0; i < ix->n; i++) {
+        if (ix->e[i].gone && gone > MSGSTORE_EXPIRING_MAX) {
+            gone--;
+            continue;
+        }
+        ix->e[kept++] = ix->e[i];
+    }
+    ix->n = kept;
+}
+
+/* Makes en an entry kept only for its owed receipt. Such entries are at
+ * most MSGSTORE_EXPIRING_MAX (one receipt's worth): beyond, the oldest
+ * one's receipt is given up, so that they never crowd out the timers. */
+static void keep_for_receipt(struct index *ix, struct entry en)
+{
+    size_t gone = 0;
+    en.gone = true;
+    for (size_t i = 0; i < ix->n; i++)
+        gone += ix->e[i].gone;
+    if (gone == MSGSTORE_EXPIRING_MAX) {
+        size_t i;
+        for (i = 0; !ix->e[i].gone; i++)
+            ;
+        memmove(&ix->e[i], &ix->e[i + 1], (ix->n - i - 1) * sizeof(ix->e[0]));
+        ix->n--;
+    }
+    ix->e[ix->n++] = en;
+}
+
+int msgstore_owe_receipt(const char *dir, uint64_t message_id, uint64_t from_user_id)
+{
+    struct index *ix = malloc(sizeof(*ix));
+    if (!ix)
+        return PARLEY_ENOMEM;
+    int err = index_load(dir, ix);
+    struct entry *en = err ? NULL : index_find(ix, message_id, from_user_id);
+    if (!err && en) {
+        en->receipt_owed = true;
+        en->gone = true;
+    } else if (!err) {
+        keep_for_receipt(ix, (struct entry){message_id, from_user_id, 1, true, true});
+    }
+    if (!err)
+        err = index_save(dir, ix);
+    free(ix);
+    return err;
 }
 
 int msgstore_set_expiry(const char *dir, uint64_t message_id, uint64_t from_user_id,
@@ -468,15 +546,20 @@ int msgstore_set_expiry(const char *dir, uint64_t message_id, uint64_t from_user
         goto out;
     struct entry *en = index_find(ix, message_id, from_user_id);
     if (en) {
-        if (expires >= en->expires && (en->receipt_owed || !receipt_owed))
+        if (expires >= en->expires && (en->receipt_owed || !receipt_owed) && !en->gone)
             goto out; /* nothing changes */
-        en->expires = PL_MIN(en->expires, expires);
+        if (en->gone && waiting(ix) >= MSGSTORE_EXPIRING_MAX) {
+            err = PARLEY_EBUSY;
+            goto out;
+        }
+        en->expires = en->gone ? expires : PL_MIN(en->expires, expires);
         en->receipt_owed |= receipt_owed;
-    } else if (ix->n == MSGSTORE_EXPIRING_MAX) {
+        en->gone = false; /* stored again */
+    } else if (waiting(ix) >= MSGSTORE_EXPIRING_MAX) {
         err = PARLEY_EBUSY;
         goto out;
     } else {
-        ix->e[ix->n++] = (struct entry){message_id, from_user_id, expires, receipt_owed};
+        ix->e[ix->n++] = (struct entry){message_id, from_user_id, expires, receipt_owed, false};
     }
     err = index_save(dir, ix);
 out:
@@ -489,6 +572,7 @@ int msgstore_expire(const char *dir, int64_t now, uint64_t **ids, size_t *n, int
     uint64_t *out = NULL;
     size_t n_out = 0, kept = 0;
     int64_t first = 0;
+    bool gone_now = false;
     struct index *ix = malloc(sizeof(*ix));
     if (!ix)
         return PARLEY_ENOMEM;
@@ -498,6 +582,11 @@ int msgstore_expire(const char *dir, int64_t now, uint64_t **ids, size_t *n, int
     for (size_t i = 0; !err && i < ix->n; i++) {
         struct entry en = ix->e[i];
         enum msgstore_state state = MSGSTORE_NONE;
+        if (en.gone) {
+            if (en.receipt_owed)
+                ix->e[kept++] = en;
+            continue;
+        }
         if (en.expires > now) {
             first = first == 0 ? en.expires : PL_MIN(first, en.expires);
             ix->e[kept++] = en;
@@ -513,11 +602,15 @@ int msgstore_expire(const char *dir, int64_t now, uint64_t **ids, size_t *n, int
             out[n_out++] = en.message_id;
         }
         /* The sender still deletes its copy on the receipt. */
-        if (en.receipt_owed)
+        if (en.receipt_owed) {
+            en.gone = true;
             ix->e[kept++] = en;
+            gone_now = true;
+        }
     }
-    if (!err && kept != ix->n) {
+    if (!err && (kept != ix->n || gone_now)) {
         ix->n = kept;
+        trim_gone(ix);
         err = index_save(dir, ix);
     }
     free(ix);
@@ -569,12 +662,19 @@ int msgstore_receipts_sent(const char *dir, const uint64_t *ids, size_t n)
     if (!ix)
         return PARLEY_ENOMEM;
     int err = index_load(dir, ix);
-    for (size_t i = 0; !err && i < ix->n; i++)
+    size_t kept = 0;
+    for (size_t i = 0; !err && i < ix->n; i++) {
         for (size_t k = 0; k < n; k++)
             if (ix->e[i].receipt_owed && ix->e[i].message_id == ids[k]) {
                 ix->e[i].receipt_owed = false;
                 changed = true;
             }
+        /* A deleted message's entry was kept only for its receipt. */
+        if (!ix->e[i].gone || ix->e[i].receipt_owed)
+            ix->e[kept++] = ix->e[i];
+    }
+    if (!err)
+        ix->n = kept;
     if (!err && changed)
         err = index_save(dir, ix);
     free(ix);

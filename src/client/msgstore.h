@@ -91,10 +91,18 @@ PL_NODISCARD int msgstore_timer_set(const char *dir, uint32_t timer_s);
  * expires (> 0); an earlier expiry already recorded is kept. With
  * receipt_owed, a read receipt for it is owed until msgstore_receipts_sent.
  * Returns 0, or PARLEY_ENOTFOUND (not stored), PARLEY_EBUSY (the chat has
- * MSGSTORE_EXPIRING_MAX messages waiting), PARLEY_ECONFIG (damaged index),
+ * MSGSTORE_EXPIRING_MAX messages waiting; owed receipts of messages
+ * already deleted do not count), PARLEY_ECONFIG (damaged index),
  * PARLEY_EIO, PARLEY_ENOMEM. */
 PL_NODISCARD int msgstore_set_expiry(const char *dir, uint64_t message_id, uint64_t from_user_id,
                                      int64_t expires, bool receipt_owed);
+
+/* Records that a read receipt is owed for (message_id, from_user_id),
+ * already deleted (read while MSGSTORE_EXPIRING_MAX messages waited). Owed
+ * receipts of deleted messages are kept apart from the timers, at most
+ * MSGSTORE_EXPIRING_MAX of them: beyond, the oldest is given up. Returns 0,
+ * or PARLEY_ECONFIG (damaged index), PARLEY_EIO, PARLEY_ENOMEM. */
+PL_NODISCARD int msgstore_owe_receipt(const char *dir, uint64_t message_id, uint64_t from_user_id);
 
 /* Deletes every message of dir whose expiry is at or before now (the file
  * overwritten, then unlinked; the directory fsync'd). Returns 0 and
@@ -105,7 +113,7 @@ PL_NODISCARD int msgstore_expire(const char *dir, int64_t now, uint64_t **ids, s
                                  int64_t *next);
 
 /* The message ids of dir whose read receipt is owed (malloc'ed, caller
- * frees; NULL when none), at most MSGSTORE_EXPIRING_MAX. Returns 0, or
+ * frees; NULL when none), at most 2 * MSGSTORE_EXPIRING_MAX. Returns 0, or
  * PARLEY_ECONFIG, PARLEY_EIO, PARLEY_ENOMEM. */
 PL_NODISCARD int msgstore_receipts_owed(const char *dir, uint64_t **ids, size_t *n);
 

@@ -155,7 +155,9 @@ int secret__trust_put(const struct parley *p, const char *name, const struct tru
     return err;
 }
 
-/* Forgets a device that is not (any more) one of account t's. */
+/* Forgets a device that is not (any more) one of account t's: its
+ * sessions go, its record stays as removed, with the keys it had, so that
+ * the same device id coming back with another key is a change. */
 void secret__forget_device(struct parley *p, struct trust *t, uint64_t device_id)
 {
     char e2e_name[E2E_PEER_LEN];
@@ -343,6 +345,8 @@ static int secret_start(struct parley *p, const char *peer)
     for (size_t i = t->n; i-- > 0;) {
         uint64_t dev = t->dev[i].device_id;
         bool listed = false;
+        if (t->dev[i].removed)
+            continue;
         for (size_t k = 0; k < r->n_bundles; k++)
             listed |= r->bundles[k]->device_id == dev;
         if (!listed)
@@ -389,16 +393,13 @@ int parley_verify(struct parley *p, const char *peer, struct parley_safety *out)
     if (!t)
         return PARLEY_ENOMEM;
     int err = secret__trust_get(p, name, 0, t);
-    if (!err && t->n == 0)
+    const struct trust_device *dev = err ? NULL : trust_shown(t);
+    if (!err && !dev)
         err = PARLEY_ENOTFOUND;
     if (!err)
         err = secret__identity(p, &id);
     if (err)
         goto out;
-    const struct trust_device *dev = &t->dev[0];
-    for (size_t i = 1; i < t->n; i++)
-        if (t->dev[i].device_id < dev->device_id)
-            dev = &t->dev[i];
     /* The stable identifiers are the user ids in decimal: both ends know
      * both, and unlike a name an id is never given to another account. */
     snprintf(my_id, sizeof(my_id), "%llu", (unsigned long long)p->acct.user_id);
@@ -434,13 +435,17 @@ static int verify_accept(struct parley *p, const char *peer)
     if (!t)
         return PARLEY_ENOMEM;
     int err = secret__trust_get(p, name, 0, t);
-    if (!err && t->n == 0)
+    struct trust_device *dev = err ? NULL : trust_shown(t);
+    if (!err && !dev)
         err = PARLEY_ENOTFOUND;
-    if (!err && trust_any_changed(t)) {
-        trust_accept(t);
+    /* Only the key parley_verify shows is accepted: another changed
+     * device is shown, and accepted, next. */
+    if (!err && trust_is_changed(dev)) {
+        trust_accept(dev);
         err = secret__trust_put(p, name, t);
         if (!err)
-            parley__log(p, 1, "secret: accepted the current identity keys of @%s", name);
+            parley__log(p, 1, "secret: accepted the identity key of @%s device %llu", name,
+                        (unsigned long long)dev->device_id);
     }
     free(t);
     return err;

@@ -47,8 +47,8 @@ PL_NODISCARD int secret__trust_get(const struct parley *p, const char *name, uin
  * a caller may ignore it). */
 int secret__trust_put(const struct parley *p, const char *name, const struct trust *t);
 
-/* Removes device_id from t and its current and previous sessions (a
- * failure is logged). */
+/* Marks device_id removed in t (its keys kept) and removes its current and
+ * previous sessions (a failure is logged). */
 void secret__forget_device(struct parley *p, struct trust *t, uint64_t device_id);
 
 /* GetBundleRequest for account name (device_id 0: every device); 0 and
@@ -67,6 +67,10 @@ PL_NODISCARD int secret__start_sessions(struct parley *p, const struct e2e_ident
                                         struct trust *t);
 
 /* secret_send.c */
+
+/* PARLEY_EPROTO when the DeviceMismatch lists of e (may be NULL) name one
+ * device as both stale and missing; else 0. */
+PL_NODISCARD int secret__check_mismatch(const Parley__V1__Error *e);
 
 /* Sends each chat's owed read receipts, marking them sent; 0 or the first
  * damaged index's error. Needs the secret-state lock. */

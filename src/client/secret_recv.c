@@ -340,18 +340,33 @@ static void start_timer(const struct parley *p, struct msgstore_msg *m)
         m->expires = (int64_t)time(NULL) + m->timer_s;
 }
 
+/* Deletes at once a message whose timer cannot be recorded (the chat has
+ * MSGSTORE_EXPIRING_MAX waiting), reports it to d, and owes its receipt
+ * when owed (a received message read now). */
+static int delete_now(struct parley *p, const char *dir, const char *chat, uint64_t message_id,
+                      uint64_t from_user_id, bool owed, struct delivery *d)
+{
+    parley__log(p, 2, "secret: too many messages of @%s waiting for their timer; deleting %llu",
+                chat, (unsigned long long)message_id);
+    int err = msgstore_remove(dir, message_id, from_user_id);
+    if (!err && owed && !(err = msgstore_owe_receipt(dir, message_id, from_user_id)))
+        p->receipts_owed = true;
+    if (!err)
+        deliver_deleted(chat, &message_id, 1, d);
+    return secret__local_err(err);
+}
+
 /* After the callback saw m: records its expiry (a full index deletes it
- * at once: it was read), then marks it delivered. */
-static int delivered(struct parley *p, const char *dir, const struct msgstore_msg *m)
+ * at once, reported: it was read), then marks it delivered. */
+static int delivered(struct parley *p, const char *dir, const struct msgstore_msg *m,
+                     struct delivery *d)
 {
     int err = 0;
     if (m->expires) {
         err = msgstore_set_expiry(dir, m->message_id, m->from_user_id, m->expires, true);
-        if (err == PARLEY_EBUSY) {
-            parley__log(p, 2, "secret: too many messages waiting for their timer; deleting %llu",
-                        (unsigned long long)m->message_id);
-            return msgstore_remove(dir, m->message_id, m->from_user_id);
-        }
+        if (err == PARLEY_EBUSY)
+            return delete_now(p, dir, m->from_user_id == p->acct.user_id ? m->to : m->from,
+                              m->message_id, m->from_user_id, true, d);
         if (!err)
             p->receipts_owed = true;
     }
@@ -371,15 +386,17 @@ static int deliver_stored(struct parley *p, const char *dir, uint64_t message_id
     start_timer(p, &m);
     err = deliver(p, &m, d);
     if (!err)
-        err = delivered(p, dir, &m);
+        err = delivered(p, dir, &m, d);
     msgstore_text_free(&m);
     return err;
 }
 
 /* Shows a timer change of the chat with chat, made by from (the peer, or
- * another device of ours), once it is recorded. */
+ * another device of ours), once it is recorded; changed: sent by a device
+ * whose identity key changed and is not accepted, and not recorded. */
 static void deliver_timer(const struct parley *p, const char *from, const char *chat,
-                          const Parley__V1__SecretEnvelope *e, uint32_t timer_s, struct delivery *d)
+                          const Parley__V1__SecretEnvelope *e, uint32_t timer_s, bool changed,
+                          struct delivery *d)
 {
     char chat_at[NAME_LEN], from_at[NAME_LEN];
     struct parley_msg msg;
@@ -397,6 +414,7 @@ static void deliver_timer(const struct parley *p, const char *from, const char *
     msg.from = from_at;
     msg.to = msg.text = "";
     msg.ttl_s = timer_s;
+    msg.identity_changed = changed;
     if (d->cb && d->cb(d->arg, &msg) != 0)
         d->stop = true;
     d->delivered++;
@@ -405,8 +423,9 @@ static void deliver_timer(const struct parley *p, const char *from, const char *
 /* A read receipt: the messages it names, of the other party of its
  * sender, expire timer_s after the receipt's date. A receipt from the peer
  * names our messages; one from another device of ours, the peer's. */
-static int apply_receipt(struct parley *p, const char *dir, const Parley__V1__SecretEnvelope *e,
-                         const struct parsed *c)
+static int apply_receipt(struct parley *p, const char *dir, const char *chat,
+                         const Parley__V1__SecretEnvelope *e, const struct parsed *c,
+                         struct delivery *d)
 {
     uint64_t author = e->from_user_id == p->acct.user_id ? e->to_user_id : p->acct.user_id;
     for (size_t i = 0; i < c->n_read; i++) {
@@ -422,7 +441,7 @@ static int apply_receipt(struct parley *p, const char *dir, const Parley__V1__Se
             continue;
         err = msgstore_set_expiry(dir, c->read[i], author, e->date + (int64_t)timer_s, false);
         if (err == PARLEY_EBUSY)
-            err = msgstore_remove(dir, c->read[i], author);
+            err = delete_now(p, dir, chat, c->read[i], author, false, d);
         if (err)
             return secret__local_err(err);
     }
@@ -444,6 +463,35 @@ static int check_sender(struct parley *p, const char *from, const Parley__V1__Se
                     (unsigned long long)e->from_device_id);
     *changed = trust_is_changed(trust_find(t, e->from_device_id));
     return 0;
+}
+
+/* For an envelope whose message an earlier run stored (pending) and may
+ * have stopped before saving the session: decrypts it again and, if that
+ * works, saves the session and deletes the used one-time prekey, so that
+ * neither the message key nor the prekey's secret stays on disk and the
+ * envelope, fetched again, cannot be decrypted again. The plaintext is
+ * discarded: the stored copy is the one delivered. A refusal that is the
+ * envelope's (a replay) means the session had moved on: 0. */
+static int finish_session(struct parley *p, const struct e2e_identity *id,
+                          const Parley__V1__SecretEnvelope *e)
+{
+    char e2e_name[E2E_PEER_LEN];
+    struct opened o;
+    int err = open_envelope(p, id, e, &o);
+    if (err)
+        return is_message_fault(err) ? 0 : err;
+    secret__e2e_peer(e->from_user_id, e2e_name);
+    err = secret__local_err(e2e_session_save(&p->e2e, e2e_name, (uint32_t)e->from_device_id, o.s));
+    if (!err && o.old)
+        err = secret__archive_session(p, e->from_user_id, e->from_device_id, o.old);
+    if (!err && o.used_prekey && e2e_prekey_remove(&p->e2e, o.used_prekey_id) != 0)
+        parley__log(p, 3, "secret: cannot delete used one-time prekey %u",
+                    (unsigned)o.used_prekey_id);
+    if (!err)
+        parley__log(p, 1, "secret: session with user %llu device %llu saved after a stop",
+                    (unsigned long long)e->from_user_id, (unsigned long long)e->from_device_id);
+    opened_free(&o);
+    return err;
 }
 
 /* Takes one envelope: decrypts it, stores the message pending, saves the
@@ -485,7 +533,8 @@ static int take_envelope(struct parley *p, const struct e2e_identity *id,
     if (state == MSGSTORE_PENDING) {
         parley__log(p, 0, "secret: envelope %llu was stored before; delivering it",
                     (unsigned long long)e->id);
-        if ((err = deliver_stored(p, dir, e->message_id, e->from_user_id, d)))
+        if ((err = finish_session(p, id, e)) ||
+            (err = deliver_stored(p, dir, e->message_id, e->from_user_id, d)))
             goto hold;
         return 0;
     }
@@ -509,8 +558,18 @@ static int take_envelope(struct parley *p, const struct e2e_identity *id,
         err = err ? err : PARLEY_ENOMEM;
         goto hold_opened;
     }
-    if ((err = check_sender(p, from, e, o.s, t, &changed)))
-        goto hold_opened;
+    if ((err = check_sender(p, from, e, o.s, t, &changed))) {
+        if (err != PARLEY_EPROTO)
+            goto hold_opened;
+        /* The sender's record is full: the envelope's fault, never a
+         * reason to block the queue behind it. */
+        parley__log(p, 2, "secret: dropping envelope %llu: user %llu has too many devices",
+                    (unsigned long long)e->id, (unsigned long long)e->from_user_id);
+        opened_free(&o);
+        parsed_free(&c);
+        free(t);
+        return 0;
+    }
     struct msgstore_msg m = {
         .message_id = e->message_id,
         .from_user_id = e->from_user_id,
@@ -525,13 +584,23 @@ static int take_envelope(struct parley *p, const struct e2e_identity *id,
     memcpy(m.to, to, sizeof(m.to));
     char e2e_name[E2E_PEER_LEN];
     secret__e2e_peer(e->from_user_id, e2e_name);
+    /* A timer change or receipts from a device whose key changed and is
+     * not accepted may come from whoever holds that key: not applied (the
+     * change is still shown, flagged). */
+    bool apply = !changed;
+    if (changed && (c.timer_update || c.n_read))
+        parley__log(p, 2,
+                    "secret: timer change or receipts of envelope %llu not applied: "
+                    "the identity key of @%s device %llu is not accepted",
+                    (unsigned long long)e->id, from, (unsigned long long)e->from_device_id);
     /* Stored first: once the session moves on, the message could not be
      * decrypted again. A message without text (a receipt, a timer change)
      * is not stored; what it changes is recorded before the session moves
      * on, so a crash between the two applies it again, harmlessly. */
     if ((c.text_len && (err = msgstore_put(dir, &m, false))) ||
-        (c.timer_update && (err = secret__local_err(msgstore_timer_set(dir, c.timer_s)))) ||
-        (c.n_read && (err = apply_receipt(p, dir, e, &c))) ||
+        (apply && c.timer_update &&
+         (err = secret__local_err(msgstore_timer_set(dir, c.timer_s)))) ||
+        (apply && c.n_read && (err = apply_receipt(p, dir, outgoing ? to : from, e, &c, d))) ||
         (err = secret__trust_put(p, from, t)) ||
         (err = secret__local_err(
              e2e_session_save(&p->e2e, e2e_name, (uint32_t)e->from_device_id, o.s))) ||
@@ -542,14 +611,15 @@ static int take_envelope(struct parley *p, const struct e2e_identity *id,
         parley__log(p, 3, "secret: cannot delete used one-time prekey %u",
                     (unsigned)o.used_prekey_id);
     if (c.timer_update) {
-        parley__log(p, 1, "secret: @%s set the timer of the chat with @%s to %u s", from,
-                    outgoing ? to : from, (unsigned)c.timer_s);
-        deliver_timer(p, from, outgoing ? to : from, e, c.timer_s, d);
+        if (apply)
+            parley__log(p, 1, "secret: @%s set the timer of the chat with @%s to %u s", from,
+                        outgoing ? to : from, (unsigned)c.timer_s);
+        deliver_timer(p, from, outgoing ? to : from, e, c.timer_s, changed, d);
     }
     if (c.text_len) {
         start_timer(p, &m);
         if (!(err = deliver(p, &m, d)))
-            err = delivered(p, dir, &m);
+            err = delivered(p, dir, &m, d);
     }
     opened_free(&o);
     parsed_free(&c);

@@ -182,7 +182,7 @@ static int seal_all(struct parley *p, const struct e2e_identity *id, struct reac
         struct trust *t = ts[k];
         for (size_t i = 0; i < t->n;) {
             uint64_t dev = t->dev[i].device_id;
-            if ((k == 1 && dev == p->acct.device_id) || outbox_has(ob, dev)) {
+            if ((k == 1 && dev == p->acct.device_id) || t->dev[i].removed || outbox_has(ob, dev)) {
                 i++;
                 continue;
             }
@@ -194,6 +194,27 @@ static int seal_all(struct parley *p, const struct e2e_identity *id, struct reac
             if (err)
                 return err;
             i++;
+        }
+    }
+    return 0;
+}
+
+/* A device listed both as stale and as missing, in one account's entry or
+ * across two, would be forgotten and then trusted again on a key of the
+ * server's choosing. More than two entries (the send's two accounts) are
+ * refused too. */
+int secret__check_mismatch(const Parley__V1__Error *e)
+{
+    if (e && e->n_devices > 2)
+        return PARLEY_EPROTO; /* one entry per account of the send */
+    for (size_t i = 0; e && i < e->n_devices; i++) {
+        const Parley__V1__DeviceMismatch *s = e->devices[i];
+        for (size_t k = 0; s && k < e->n_devices; k++) {
+            const Parley__V1__DeviceMismatch *m = e->devices[k];
+            for (size_t a = 0; m && a < s->n_stale; a++)
+                for (size_t b = 0; b < m->n_missing; b++)
+                    if (s->stale[a] == m->missing[b])
+                        return PARLEY_EPROTO;
         }
     }
     return 0;
@@ -213,6 +234,7 @@ static int fix_devices(struct parley *p, const struct e2e_identity *id, struct r
         bool stale;
     } ch[2 * ENVELOPES_MAX];
     size_t n = 0;
+    int err;
     const Parley__V1__Error *e =
         p->last_error && p->last_error->response ? p->last_error->response->error : NULL;
     for (size_t i = 0; e && i < e->n_devices; i++) {
@@ -233,6 +255,10 @@ static int fix_devices(struct parley *p, const struct e2e_identity *id, struct r
     }
     if (n == 0)
         return PARLEY_EPROTO; /* the same send would fail the same way */
+    if ((err = secret__check_mismatch(e))) {
+        parley__log(p, 3, "secret: DEVICES_CHANGED lists a device as both stale and missing");
+        return err;
+    }
     parley__log(p, 1, "secret: device list of @%s changed; sending again", to->peer);
     /* A gone device of ours is listed against the recipient (the server
      * cannot tell whose it was), so a stale device leaves both records. */
@@ -251,7 +277,7 @@ static int fix_devices(struct parley *p, const struct e2e_identity *id, struct r
         if (ch[i].t == to->us && ch[i].device_id == p->acct.device_id)
             return PARLEY_EPROTO;
         const char *name = ch[i].t == to->us ? p->acct.username : to->peer;
-        int err = seal(p, id, name, ch[i].t, ch[i].device_id, pt, pt_len, ob);
+        err = seal(p, id, name, ch[i].t, ch[i].device_id, pt, pt_len, ob);
         if (err)
             return err;
     }
@@ -321,9 +347,10 @@ static void sent(struct parley *p, const char *name, uint64_t to_user_id, const 
     memcpy(m.from, p->acct.username, sizeof(m.from));
     memcpy(m.to, name, strlen(name) + 1);
     /* The server has the message whatever happens here: a failure only
-     * leaves it out of this device's local copy of the chat. */
-    if (!r->duplicate &&
-        (secret__make_chat_dir(p, name, dir, sizeof(dir)) != 0 || msgstore_put(dir, &m, true) != 0))
+     * leaves it out of this device's local copy of the chat. A duplicate
+     * is stored too (the same file again): the first attempt's answer may
+     * have been lost before its copy was stored. */
+    if (secret__make_chat_dir(p, name, dir, sizeof(dir)) != 0 || msgstore_put(dir, &m, true) != 0)
         parley__log(p, 2, "secret: message %llu sent but not stored locally",
                     (unsigned long long)r->id);
     if (!out)
@@ -380,13 +407,16 @@ static int send_content(struct parley *p, const char *name, const struct content
     if ((err = secret__trust_get(p, to.peer, 0, to.them)) ||
         (err = secret__trust_get(p, p->acct.username, p->acct.user_id, to.us)))
         goto out;
-    if (to.them->n == 0) {
-        /* No session yet: start one, as parley_secret_start would. */
+    if (trust_count(to.them) == 0) {
+        /* No session yet: start one, as parley_secret_start would. The
+         * record is looked up again with the account id the server gave:
+         * another account's record is not trusted, and devices removed
+         * before keep their keys. */
         if ((err = secret__get_bundles(p, to.peer, 0, &resp)))
             goto out;
         const Parley__V1__GetBundleResponse *r = resp->response->get_bundle;
-        trust_init(to.them, r->user_id);
-        err = secret__start_sessions(p, &id, to.peer, r, to.them);
+        if (!(err = secret__trust_get(p, to.peer, r->user_id, to.them)))
+            err = secret__start_sessions(p, &id, to.peer, r, to.them);
         frame_free(resp);
         resp = NULL;
         if (err || (err = secret__trust_put(p, to.peer, to.them)))

@@ -7,6 +7,7 @@
  * damaged files refused. Each test gets a fresh temporary directory. */
 #include "client/home.h"
 #include "client/msgstore.h"
+#include "client/secret_int.h"
 #include "client/trust.h"
 #include "common/err.h"
 #include "e2e/e2e.h"
@@ -127,28 +128,75 @@ static void test_trust_first_use_then_same_then_changed_until_accepted(void **st
     assert_int_equal(trust_see(t, 5, &k2, &v), 0);
     assert_int_equal(v, TRUST_SAME);
     assert_true(trust_any_changed(t));
-    trust_accept(t);
+    trust_accept(trust_find(t, 5));
     assert_false(trust_any_changed(t));
     assert_memory_equal(trust_find(t, 5)->accepted.u, k2.u, KEYS_PUBLIC_LEN);
     /* Another device is trusted on its own first use. */
     assert_int_equal(trust_see(t, 9, &k1, &v), 0);
     assert_int_equal(v, TRUST_FIRST_USE);
     assert_int_equal(t->n, 2);
-    trust_remove(t, 5);
-    assert_int_equal(t->n, 1);
-    assert_null(trust_find(t, 5));
-    assert_non_null(trust_find(t, 9));
+    assert_int_equal(trust_count(t), 2);
     trust_remove(t, 77);
-    assert_int_equal(t->n, 1);
+    assert_int_equal(trust_count(t), 2);
     /* A name that passed to another account: its devices are not trusted. */
     trust_init(t, 43);
     t->distrust_new = true;
     assert_int_equal(trust_see(t, 5, &k1, &v), 0);
     assert_int_equal(v, TRUST_CHANGED);
     assert_true(trust_any_changed(t));
-    trust_accept(t);
+    trust_accept(trust_find(t, 5));
     assert_false(trust_any_changed(t));
     free(t);
+}
+
+/* Review finding 1: a device forgotten (DEVICES_CHANGED, a bundle list
+ * without it) and then shown again with another key was trusted on first
+ * use. Its record now stays, removed, with the key it had. */
+static void test_trust_removed_device_back_with_another_key_is_changed(void **state)
+{
+    struct fixture *f = *state;
+    char path[600];
+    struct trust *t = malloc(sizeof(*t)), *u = malloc(sizeof(*u));
+    enum trust_verdict v;
+    struct keys_public k1 = some_key(1), k2 = some_key(2);
+    assert_non_null(t);
+    assert_non_null(u);
+    trust_init(t, 42);
+    assert_int_equal(trust_see(t, 5, &k1, &v), 0);
+    assert_int_equal(trust_see(t, 6, &k1, &v), 0);
+    trust_remove(t, 5);
+    trust_remove(t, 6);
+    assert_int_equal(trust_count(t), 0);
+    assert_null(trust_shown(t));
+    /* Removed devices are kept in the file. */
+    path_in(path, sizeof(path), f->dir, "trust");
+    assert_int_equal(trust_save(path, t), 0);
+    assert_int_equal(trust_load(path, u), 0);
+    assert_int_equal(u->n, 2);
+    assert_true(u->dev[0].removed);
+    assert_int_equal(trust_count(u), 0);
+    /* Back with another key: changed, not a first use. */
+    assert_int_equal(trust_see(u, 5, &k2, &v), 0);
+    assert_int_equal(v, TRUST_CHANGED);
+    assert_false(trust_find(u, 5)->removed);
+    assert_true(trust_any_changed(u));
+    assert_int_equal(trust_shown(u)->device_id, 5);
+    /* Back with its key: the same device as before. */
+    assert_int_equal(trust_see(u, 6, &k1, &v), 0);
+    assert_int_equal(v, TRUST_SAME);
+    assert_false(trust_is_changed(trust_find(u, 6)));
+    assert_int_equal(trust_count(u), 2);
+    /* A full record makes room by dropping the oldest removed device. */
+    trust_init(t, 1);
+    for (uint64_t d = 1; d <= TRUST_DEVICES_MAX; d++)
+        assert_int_equal(trust_see(t, d, &k1, &v), 0);
+    trust_remove(t, 3);
+    assert_int_equal(trust_see(t, 1000, &k1, &v), 0);
+    assert_int_equal(v, TRUST_FIRST_USE);
+    assert_null(trust_find(t, 3));
+    assert_int_equal(t->n, TRUST_DEVICES_MAX);
+    free(t);
+    free(u);
 }
 
 static void test_trust_refuses_more_devices_than_a_send_reaches(void **state)
@@ -213,19 +261,21 @@ static void test_trust_corrupt_or_truncated_is_econfig(void **state)
     t->user_id = 99;
 
     const char *bad[] = {
-        "",                                        /* no account line */
-        "device 4 x -\n",                          /* device before account */
-        "user_id 3",                               /* cut short */
-        "user_id 0\n",                             /* no such account */
-        "user_id 3\nuser_id 3\n",                  /* repeated */
-        "user_id 3\ncolor blue\n",                 /* unknown line */
-        "user_id 3\ndevice 0 K -\n",               /* device 0 */
-        "user_id 3\ndevice 4 K\n",                 /* accepted key missing */
-        "user_id 3\ndevice 4 K K K\n",             /* a field too many */
-        "user_id 3\ndevice 4 K -\ndevice 4 K -\n", /* device twice */
-        "user_id 3\ndevice 4 06K -\n",             /* key too long */
-        "user_id 3\ndevice 4 K zz\n",              /* not a key */
-        "user_id 3\ndevice 04 K -\n",              /* leading zero */
+        "",                                          /* no account line */
+        "device 4 x -\n",                            /* device before account */
+        "user_id 3",                                 /* cut short */
+        "user_id 0\n",                               /* no such account */
+        "user_id 3\nuser_id 3\n",                    /* repeated */
+        "user_id 3\ncolor blue\n",                   /* unknown line */
+        "user_id 3\ndevice 0 K -\n",                 /* device 0 */
+        "user_id 3\ndevice 4 K\n",                   /* accepted key missing */
+        "user_id 3\ndevice 4 K K K\n",               /* a field too many */
+        "user_id 3\ndevice 4 K -\ndevice 4 K -\n",   /* device twice */
+        "user_id 3\ndevice 4 06K -\n",               /* key too long */
+        "user_id 3\ndevice 4 K zz\n",                /* not a key */
+        "user_id 3\ndevice 04 K -\n",                /* leading zero */
+        "user_id 3\ndevice 4 K - gone\n",            /* an unknown flag */
+        "user_id 3\ndevice 4 K - removed removed\n", /* the flag twice */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         /* K stands for a valid key. */
@@ -252,6 +302,42 @@ static void test_trust_corrupt_or_truncated_is_econfig(void **state)
     assert_int_equal(trust_load(path, t), PARLEY_ECONFIG);
     assert_int_equal(t->user_id, 99); /* untouched on error */
     free(t);
+}
+
+/* Review finding 1: a DEVICES_CHANGED that names a device as both stale
+ * and missing would have it forgotten and trusted again on a new key. */
+static void test_device_list_with_a_device_stale_and_missing_is_eproto(void **state)
+{
+    (void)state;
+    uint64_t them_stale[] = {5}, them_missing[] = {6}, us_missing[] = {5}, us_stale[] = {7};
+    Parley__V1__DeviceMismatch them = PARLEY__V1__DEVICE_MISMATCH__INIT;
+    Parley__V1__DeviceMismatch us = PARLEY__V1__DEVICE_MISMATCH__INIT;
+    Parley__V1__DeviceMismatch *list[3] = {&them, &us, &us};
+    Parley__V1__Error e = PARLEY__V1__ERROR__INIT;
+    them.user_id = 2;
+    them.stale = them_stale;
+    them.n_stale = 1;
+    them.missing = them_missing;
+    them.n_missing = 1;
+    us.user_id = 1;
+    us.stale = us_stale;
+    us.n_stale = 1;
+    e.devices = list;
+    e.n_devices = 2;
+    assert_int_equal(secret__check_mismatch(NULL), 0);
+    assert_int_equal(secret__check_mismatch(&e), 0);
+    /* In one account's entry. */
+    them_missing[0] = 5;
+    assert_int_equal(secret__check_mismatch(&e), PARLEY_EPROTO);
+    /* Across the two entries. */
+    them_missing[0] = 6;
+    us.missing = us_missing;
+    us.n_missing = 1;
+    assert_int_equal(secret__check_mismatch(&e), PARLEY_EPROTO);
+    /* More entries than the send's two accounts. */
+    us.n_missing = 0;
+    e.n_devices = 3;
+    assert_int_equal(secret__check_mismatch(&e), PARLEY_EPROTO);
 }
 
 /* The message store (msgstore.h) */
@@ -543,7 +629,7 @@ static void test_msgstore_damaged_expiry_index_is_econfig(void **state)
     static const char *const bad[] = {
         "1 7 1000 1\n2 7 2000 0",   /* cut short */
         "1 7 1000 1\n2 7 2000\n",   /* a field missing */
-        "1 7 1000 2\n",             /* not a flag */
+        "1 7 1000 3\n",             /* not a flag */
         "1 7 0 1\n",                /* no expiry */
         "1 7 -5 1\n",               /* negative */
         "1 7 1000 1\n1 7 2000 0\n", /* twice */
@@ -566,6 +652,78 @@ static void test_msgstore_damaged_expiry_index_is_econfig(void **state)
     assert_int_equal(got.expires, 1000);
     msgstore_text_free(&got);
     free(buf);
+}
+
+#define OWED_GONE_FOR_TEST 2 /* the index's OWED value of a deleted message's receipt */
+
+/* Writes an index of n entries: ids first.., from 7, expiring at expires,
+ * with the given OWED field. */
+static void write_index(const char *index, uint64_t first, size_t n, int64_t expires, int owed)
+{
+    char *buf = malloc(n * 64 + 1);
+    size_t len = 0;
+    assert_non_null(buf);
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(buf + len, 64, "%llu 7 %lld %d\n", (unsigned long long)(first + i),
+                                (long long)expires, owed);
+    write_raw(index, buf, len);
+    free(buf);
+}
+
+/* Review finding 6: receipts owed for messages already deleted filled the
+ * index, and every message read after that was deleted at once without a
+ * receipt. They are now kept apart from the timers. */
+static void test_msgstore_owed_receipts_never_block_new_timers(void **state)
+{
+    struct fixture *f = *state;
+    char dir[600], index[700];
+    uint64_t *ids = NULL;
+    size_t n = 0;
+    int64_t next;
+    path_in(dir, sizeof(dir), f->dir, "chat");
+    path_in(index, sizeof(index), dir, "expiring");
+    put_timed(dir, 5000, 5);
+    /* A full index of messages whose timer ran out, receipts not sent. */
+    write_index(index, 1, MSGSTORE_EXPIRING_MAX, 1000, 1);
+    assert_int_equal(msgstore_expire(dir, 2000, &ids, &n, &next), 0);
+    assert_int_equal(n, 0); /* their files were gone */
+    free(ids);
+    assert_int_equal(msgstore_set_expiry(dir, 5000, 7, 9000, true), 0);
+    assert_int_equal(msgstore_receipts_owed(dir, &ids, &n), 0);
+    assert_int_equal(n, MSGSTORE_EXPIRING_MAX + 1);
+    free(ids);
+
+    /* A full index of timers still running: EBUSY; the receipt of a message
+     * deleted at once is owed all the same. */
+    write_index(index, 1, MSGSTORE_EXPIRING_MAX, INT64_MAX / 2, 0);
+    assert_int_equal(msgstore_set_expiry(dir, 5000, 7, 9000, true), PARLEY_EBUSY);
+    assert_int_equal(msgstore_remove(dir, 5000, 7), 0);
+    assert_int_equal(msgstore_owe_receipt(dir, 5000, 7), 0);
+    assert_int_equal(msgstore_receipts_owed(dir, &ids, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], 5000);
+    free(ids);
+    /* Kept until sent, then dropped; never counted as a running timer. */
+    assert_int_equal(msgstore_expire(dir, 2000, &ids, &n, &next), 0);
+    assert_int_equal(n, 0);
+    free(ids);
+    assert_int_equal(msgstore_receipts_owed(dir, &ids, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(msgstore_receipts_sent(dir, ids, n), 0);
+    free(ids);
+    assert_int_equal(msgstore_expire(dir, 2000, &ids, &n, &next), 0);
+    free(ids);
+    assert_int_equal(msgstore_receipts_owed(dir, &ids, &n), 0);
+    assert_int_equal(n, 0);
+    free(ids);
+    /* Owed receipts of deleted messages are bounded: the oldest goes. */
+    write_index(index, 1, MSGSTORE_EXPIRING_MAX, 1000, OWED_GONE_FOR_TEST);
+    assert_int_equal(msgstore_owe_receipt(dir, 5001, 7), 0);
+    assert_int_equal(msgstore_receipts_owed(dir, &ids, &n), 0);
+    assert_int_equal(n, MSGSTORE_EXPIRING_MAX);
+    assert_int_equal(ids[0], 2);
+    assert_int_equal(ids[n - 1], 5001);
+    free(ids);
 }
 
 /* Prekey counters (home.h) */
@@ -758,6 +916,47 @@ static void test_changed_key_blocks_sending_until_accepted(void **state)
     free(t);
 }
 
+/* Review finding 5: verify showed the lowest device's number while accept
+ * took every device's current key. Now verify shows a changed device
+ * first, and accept takes only the key verify showed. */
+static void test_verify_shows_a_changed_device_and_accept_takes_only_it(void **state)
+{
+    struct fixture *f = *state;
+    char alice[600], trust_file[900];
+    struct keys_public k20 = some_key(4), k30 = some_key(5), k40 = some_key(6), knew = some_key(7);
+    struct parley_safety s;
+    struct trust *t = malloc(sizeof(*t));
+    enum trust_verdict v;
+    assert_non_null(t);
+    make_home(f, "alice", 1, 10, alice, sizeof(alice), NULL);
+    record_peer(alice, "bob", 2, 20, &k20);
+    path_in(trust_file, sizeof(trust_file), alice, "secret/bob/trust");
+    assert_int_equal(trust_load(trust_file, t), 0);
+    assert_int_equal(trust_see(t, 30, &k30, &v), 0);
+    assert_int_equal(trust_see(t, 40, &k40, &v), 0);
+    assert_int_equal(trust_see(t, 40, &knew, &v), 0);
+    assert_int_equal(trust_see(t, 30, &knew, &v), 0);
+    assert_int_equal(trust_save(trust_file, t), 0);
+
+    struct parley *p = open_at(alice);
+    assert_int_equal(parley_verify(p, "@bob", &s), 0);
+    assert_int_equal(s.device_id, 30); /* changed, though 20 is lower */
+    assert_true(s.changed);
+    assert_int_equal(parley_verify_accept(p, "@bob"), 0);
+    assert_int_equal(trust_load(trust_file, t), 0);
+    assert_false(trust_is_changed(trust_find(t, 30)));
+    assert_true(trust_is_changed(trust_find(t, 40))); /* not shown: not accepted */
+    assert_int_equal(parley_verify(p, "@bob", &s), 0);
+    assert_int_equal(s.device_id, 40);
+    assert_true(s.changed);
+    assert_int_equal(parley_verify_accept(p, "@bob"), 0);
+    assert_int_equal(parley_verify(p, "@bob", &s), 0);
+    assert_int_equal(s.device_id, 20);
+    assert_false(s.changed);
+    parley_close(p);
+    free(t);
+}
+
 /* Records what a recv callback got. */
 struct seen {
     size_t n;
@@ -890,7 +1089,9 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         T(test_trust_first_use_then_same_then_changed_until_accepted),
+        T(test_trust_removed_device_back_with_another_key_is_changed),
         T(test_trust_refuses_more_devices_than_a_send_reaches),
+        T(test_device_list_with_a_device_stale_and_missing_is_eproto),
         T(test_trust_round_trips_in_a_0600_file),
         T(test_trust_corrupt_or_truncated_is_econfig),
         T(test_msgstore_pending_then_delivered_in_0600_files),
@@ -899,10 +1100,12 @@ int main(void)
         T(test_msgstore_timer_file_round_trips_0600_and_damage_is_econfig),
         T(test_msgstore_expiry_persists_and_expired_files_go),
         T(test_msgstore_damaged_expiry_index_is_econfig),
+        T(test_msgstore_owed_receipts_never_block_new_timers),
         T(test_home_prekeys_default_round_trip_and_corrupt),
         T(test_secret_api_checks_arguments_and_account_first),
         T(test_safety_numbers_are_the_same_on_both_sides),
         T(test_changed_key_blocks_sending_until_accepted),
+        T(test_verify_shows_a_changed_device_and_accept_takes_only_it),
         T(test_damaged_secret_state_is_econfig),
         T(test_expired_messages_go_before_the_network),
     };

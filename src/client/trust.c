@@ -15,8 +15,9 @@
 
 #define KEY_HEX_LEN (2 * KEYS_PUBLIC_WIRE_LEN)
 #define NO_KEY "-"
-/* "device " + 20 digits + 2 keys in hex + separators + newline */
-#define LINE_MAX_LEN (7 + 20 + 2 * (KEY_HEX_LEN + 1) + 2)
+#define REMOVED " removed"
+/* "device " + 20 digits + 2 keys in hex + separators + " removed" + newline */
+#define LINE_MAX_LEN (7 + 20 + 2 * (KEY_HEX_LEN + 1) + 8 + 2)
 
 void trust_init(struct trust *t, uint64_t user_id)
 {
@@ -52,15 +53,22 @@ static bool parse_key(const char *s, size_t len, struct keys_public *out)
     return keys_public_decode(wire, sizeof(wire), out) == 0;
 }
 
-/* "device ID CURRENT ACCEPTED|-" without its newline. */
-static bool parse_device(const char *line, struct trust_device *d)
+/* "device ID CURRENT ACCEPTED|-[ removed]" without its newline. */
+static bool parse_device(char *line, struct trust_device *d)
 {
     const char *id = line + strlen("device ");
     const char *sp1 = strchr(id, ' ');
     const char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-    if (!sp1 || !sp2 || strchr(sp2 + 1, ' '))
-        return false;
     memset(d, 0, sizeof(*d));
+    if (!sp1 || !sp2)
+        return false;
+    char *sp3 = strchr(sp2 + 1, ' ');
+    if (sp3) {
+        if (strcmp(sp3, REMOVED) != 0)
+            return false;
+        *sp3 = '\0';
+        d->removed = true;
+    }
     if (!parse_u64(id, (size_t)(sp1 - id), &d->device_id) || d->device_id == 0 ||
         !parse_key(sp1 + 1, (size_t)(sp2 - sp1 - 1), &d->current))
         return false;
@@ -142,8 +150,9 @@ int trust_save(const char *path, const struct trust *t)
             put_key(acc, &d->accepted);
         else
             memcpy(acc, NO_KEY, sizeof(NO_KEY));
-        off += (size_t)snprintf(buf + off, cap - off, "device %llu %s %s\n",
-                                (unsigned long long)d->device_id, cur, acc);
+        off +=
+            (size_t)snprintf(buf + off, cap - off, "device %llu %s %s%s\n",
+                             (unsigned long long)d->device_id, cur, acc, d->removed ? REMOVED : "");
     }
     int err = home_write_file(path, buf, off);
     free(buf);
@@ -163,8 +172,16 @@ int trust_see(struct trust *t, uint64_t device_id, const struct keys_public *key
 {
     struct trust_device *d = trust_find(t, device_id);
     if (!d) {
-        if (t->n == TRUST_DEVICES_MAX)
-            return PARLEY_EPROTO;
+        if (t->n == TRUST_DEVICES_MAX) {
+            /* The oldest removed device makes room; none: too many devices. */
+            size_t i;
+            for (i = 0; i < t->n && !t->dev[i].removed; i++)
+                ;
+            if (i == t->n)
+                return PARLEY_EPROTO;
+            memmove(&t->dev[i], &t->dev[i + 1], (t->n - i - 1) * sizeof(t->dev[0]));
+            t->n--;
+        }
         d = &t->dev[t->n++];
         memset(d, 0, sizeof(*d));
         d->device_id = device_id;
@@ -174,6 +191,9 @@ int trust_see(struct trust *t, uint64_t device_id, const struct keys_public *key
         *verdict = t->distrust_new ? TRUST_CHANGED : TRUST_FIRST_USE;
         return 0;
     }
+    /* A removed device that comes back is the same device: a key other
+     * than the one it had is a change, never a first use. */
+    d->removed = false;
     if (memcmp(d->current.u, key->u, KEYS_PUBLIC_LEN) == 0) {
         *verdict = TRUST_SAME;
         return 0;
@@ -191,25 +211,42 @@ bool trust_is_changed(const struct trust_device *d)
 bool trust_any_changed(const struct trust *t)
 {
     for (size_t i = 0; i < t->n; i++)
-        if (trust_is_changed(&t->dev[i]))
+        if (!t->dev[i].removed && trust_is_changed(&t->dev[i]))
             return true;
     return false;
 }
 
-void trust_accept(struct trust *t)
+size_t trust_count(const struct trust *t)
 {
+    size_t n = 0;
+    for (size_t i = 0; i < t->n; i++)
+        n += !t->dev[i].removed;
+    return n;
+}
+
+struct trust_device *trust_shown(struct trust *t)
+{
+    struct trust_device *best = NULL;
     for (size_t i = 0; i < t->n; i++) {
-        t->dev[i].accepted = t->dev[i].current;
-        t->dev[i].has_accepted = true;
+        struct trust_device *d = &t->dev[i];
+        if (d->removed)
+            continue;
+        if (!best || (trust_is_changed(d) && !trust_is_changed(best)) ||
+            (trust_is_changed(d) == trust_is_changed(best) && d->device_id < best->device_id))
+            best = d;
     }
+    return best;
+}
+
+void trust_accept(struct trust_device *d)
+{
+    d->accepted = d->current;
+    d->has_accepted = true;
 }
 
 void trust_remove(struct trust *t, uint64_t device_id)
 {
     struct trust_device *d = trust_find(t, device_id);
-    if (!d)
-        return;
-    size_t i = (size_t)(d - t->dev);
-    memmove(&t->dev[i], &t->dev[i + 1], (t->n - i - 1) * sizeof(t->dev[0]));
-    t->n--;
+    if (d)
+        d->removed = true;
 }

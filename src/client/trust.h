@@ -15,16 +15,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TRUST_DEVICES_MAX 100 /* as many devices as one secret send can reach */
+#define TRUST_DEVICES_MAX 100 /* entries, as many devices as one secret send can reach */
 
 struct trust_device {
     uint64_t device_id;
     struct keys_public current; /* the key the device showed last */
     bool has_accepted;          /* false: the user never accepted a key for it */
     struct keys_public accepted;
+    bool removed; /* no longer a device of the account (a tombstone): its keys are kept, so
+                     that the same id coming back with another key is seen as changed */
 };
 
-/* One peer account's devices, in the order they were first seen. */
+/* One peer account's devices, in the order they were first seen,
+ * removed ones included. */
 struct trust {
     uint64_t user_id;
     bool distrust_new; /* new devices are not accepted either: the name passed to another
@@ -57,24 +60,35 @@ PL_NODISCARD int trust_save(const char *path, const struct trust *t);
 /* The entry of device, or NULL. Valid until t changes. */
 struct trust_device *trust_find(struct trust *t, uint64_t device_id);
 
-/* Records that device showed key. A new device is trusted on first use
- * (unless t->distrust_new); a key other than the current one becomes
- * current but not accepted.
- * Returns 0 and *verdict, or PARLEY_EPROTO (t already holds
- * TRUST_DEVICES_MAX devices: more than the protocol allows). */
+/* Records that device showed key, and that it is a device of the account
+ * again if it was removed. A new device is trusted on first use (unless
+ * t->distrust_new); a key other than the current one (also of a removed
+ * device) becomes current but not accepted. A new device takes the slot of
+ * the oldest removed one when t is full. Returns 0 and *verdict, or
+ * PARLEY_EPROTO (t already holds TRUST_DEVICES_MAX devices that are not
+ * removed: more than the protocol allows). */
 PL_NODISCARD int trust_see(struct trust *t, uint64_t device_id, const struct keys_public *key,
                            enum trust_verdict *verdict);
 
 /* True if d's current key is not one the user accepted. */
 bool trust_is_changed(const struct trust_device *d);
 
-/* True if any device of t is changed. */
+/* True if any device of t that is not removed is changed. */
 bool trust_any_changed(const struct trust *t);
 
-/* Accepts every device's current key. */
-void trust_accept(struct trust *t);
+/* How many devices of t are not removed. */
+size_t trust_count(const struct trust *t);
 
-/* Forgets device (no longer a device of the account); absent: no-op. */
+/* The device that parley_verify shows: of the changed devices, else of
+ * all, the one with the lowest id; removed devices left out. NULL when
+ * there is none. Valid until t changes. */
+struct trust_device *trust_shown(struct trust *t);
+
+/* Accepts d's current key. */
+void trust_accept(struct trust_device *d);
+
+/* Marks device removed (no longer a device of the account) and keeps its
+ * keys; absent: no-op. */
 void trust_remove(struct trust *t, uint64_t device_id);
 
 #endif

@@ -54,6 +54,19 @@ two=$(pl alice --json send --secret --client-id 4242 @bob "sent twice")
 expect_eq "retry is a duplicate" "$(jq -r .duplicate <<<"$two")" "true"
 expect_eq "retry has the first id" "$(jq -r .id <<<"$two")" "$(jq -r .id <<<"$one")"
 expect_eq "received once" "$(pl bob --json recv | jq -r 'select(.secret) | .text')" "sent twice"
+# The first attempt's answer lost after the server stored it (review
+# finding 2): the retry comes back duplicate, and the sender still keeps
+# its copy.
+alice_uid=$(pl alice --json whoami | jq -r .user_id)
+alice_dev=$(pl alice --json whoami | jq -r .device_id)
+one=$(pl alice --json send --secret --client-id 4243 @bob "answer lost")
+lost_id=$(jq -r .id <<<"$one")
+rm "$T/alice/secret/bob/$lost_id-$alice_uid"
+two=$(pl alice --json send --secret --client-id 4243 @bob "answer lost")
+expect_eq "lost answer: retry is a duplicate" "$(jq -r .duplicate <<<"$two")" "true"
+[ -e "$T/alice/secret/bob/$lost_id-$alice_uid" ] && ok || fail "duplicate send not stored by the sender"
+expect_eq "lost answer: received once" "$(pl bob --json recv | jq -r 'select(.secret) | .text')" \
+    "answer lost"
 
 # Live: bob waits (its fetch done, as its debug log says), then alice sends.
 PARLEY_LOG=debug pl bob --json recv --timeout 60 >"$T/live.out" 2>"$T/live.err" &
@@ -107,6 +120,43 @@ out=$(PARLEY_LOG=debug pl bob --json recv 2>"$T/dedupe.err")
 expect_eq "delivered message not shown again" "$out" ""
 grep -q "was taken before; acking it" "$T/dedupe.err" && ok || fail "envelope not recognized as taken"
 expect_eq "acked" "$(PARLEY_LOG=debug pl bob --json recv 2>&1 | grep -c 'taken before' || true)" "0"
+# A crash after the message was stored but before the session was saved
+# (review finding 3), made by putting back bob's key and session files as
+# they were: the next recv delivers from the store and still moves the
+# session on and deletes the one-time prekey used (a PreKeySignalMessage,
+# after alice's new start).
+pl alice secret start @bob >/dev/null
+pl alice send --secret @bob "crash before the session" >/dev/null
+cp -a "$T/bob/e2e" "$T/bob-e2e-before"
+crash_recv
+rm -rf "$T/bob/e2e"
+cp -a "$T/bob-e2e-before" "$T/bob/e2e"
+out=$(pl bob --json recv)
+expect_eq "delivered from the store" "$(jq -r 'select(.secret) | .text' <<<"$out")" \
+    "crash before the session"
+sess="session-u$alice_uid.$alice_dev"
+cmp -s "$T/bob/e2e/$sess" "$T/bob-e2e-before/$sess" && fail "session not saved after the stop" || ok
+expect_eq "used one-time prekey deleted" "$(find "$T/bob/e2e" -name 'prekey-*' | wc -l)" \
+    "$(($(find "$T/bob-e2e-before" -name 'prekey-*' | wc -l) - 1))"
+rm -rf "$T/bob-e2e-before"
+pl alice send --secret @bob "after the stop" >/dev/null
+expect_eq "session intact after the stop" "$(pl bob --json recv | jq -r 'select(.secret) | .text')" \
+    "after the stop"
+
+# A sender whose record is full (review finding 7): the envelope is the
+# one at fault, acked and dropped; it never blocks the queue.
+full_key=05$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+cp "$T/bob/secret/alice/trust" "$T/bob-trust-saved"
+{ echo "user_id $alice_uid"; for i in $(seq 1000 1099); do echo "device $i $full_key -"; done; } \
+    >"$T/bob/secret/alice/trust"
+pl alice send --secret @bob "to a full record" >/dev/null
+pl bob --json recv >"$T/full.out" 2>"$T/full.err" && ok || fail "recv with a full record: $(cat "$T/full.err")"
+pl bob --json recv >"$T/full.out" 2>"$T/full.err" && ok || fail "recv after a full record: $(cat "$T/full.err")"
+cat "$T/bob-trust-saved" >"$T/bob/secret/alice/trust"
+rm "$T/bob-trust-saved"
+pl alice send --secret @bob "after the full record" >/dev/null
+expect_eq "queue moves after a full record" "$(pl bob --json recv | jq -r 'select(.secret) | .text')" \
+    "after the full record"
 
 # DEVICES_CHANGED: alice's records name a device bob does not have (999,
 # with a copy of a real session, so an envelope is made for it) and lack
@@ -122,7 +172,8 @@ grep -q "device list of @bob changed; sending again" "$T/dc.err" && ok || fail "
 expect_eq "bob gets it once" "$(pl bob --json recv | jq -r 'select(.secret) | .text')" \
     "after the device list changed"
 expect_eq "records fixed" "$(cut -d' ' -f1-2 "$T/alice/secret/bob/trust" | tr '\n' '|')" \
-    "user_id $bob_uid|device $bob_dev|"
+    "user_id $bob_uid|device 999|device $bob_dev|"
+grep -Eq "^device 999 .* removed$" "$T/alice/secret/bob/trust" && ok || fail "stale device not kept as removed"
 [ -e "$T/alice/e2e/session-u$bob_uid.999" ] && fail "stale session kept" || ok
 
 # Prekey stock: each start takes one of bob's one-time prekeys (one went to
@@ -256,6 +307,37 @@ pl bob verify @alice --accept >/dev/null
 pl alice send --secret @bob "trusted again" >/dev/null
 out=$(pl bob --json recv)
 expect_eq "not flagged after accept" "$(jq -r 'select(.secret) | has("identity_changed")' <<<"$out")" "false"
+
+# A device forgotten and back with another key (review finding 1). Alice's
+# record keeps bob's device, removed, with the key it had: the key the
+# server hands out now is a change, not a first use.
+bob_trust="$T/alice/secret/bob/trust"
+printf 'user_id %s\ndevice %s %s %s removed\n' "$bob_uid" "$bob_dev" "$other" "$other" >"$bob_trust"
+err=$(pl alice send --secret @bob "not to a returning device" 2>&1 >/dev/null) \
+    && fail "send to a removed device back with another key" || ok
+expect_match "returning device is changed" "$err" "identity key of @bob changed; nothing sent"
+# A record of another account under the name, with no device left: the
+# devices of the account now named bob are not trusted on first use.
+printf 'user_id 999999\n' >"$bob_trust"
+err=$(pl alice send --secret @bob "not to another account" 2>&1 >/dev/null) \
+    && fail "send to a name that changed hands" || ok
+expect_match "name changed hands" "$err" "identity key of @bob changed; nothing sent"
+expect_eq "nothing reached bob" "$(pl bob --json recv)" ""
+pl alice verify @bob --accept >/dev/null
+pl alice send --secret @bob "accepted again" >/dev/null || fail "send after accepting bob again"
+expect_eq "bob gets it after accept" "$(pl bob --json recv | jq -r 'select(.secret) | .text')" \
+    "accepted again"
+# The receiving side: a PreKeySignalMessage from a removed device of alice
+# with another key than the one recorded is flagged.
+printf 'user_id %s\ndevice %s %s %s removed\n' "$alice_uid" "$alice_dev" "$other" "$other" \
+    >"$T/bob/secret/alice/trust"
+pl alice secret start @bob >/dev/null
+pl alice send --secret @bob "from a returning device" >/dev/null
+out=$(pl bob --json recv)
+expect_eq "returning device's message" "$(jq -r 'select(.secret) | .text' <<<"$out")" \
+    "from a returning device"
+expect_eq "returning device flagged" "$(jq -r 'select(.secret) | .identity_changed' <<<"$out")" "true"
+pl bob verify @alice --accept >/dev/null
 
 # Errors a user sees.
 err=$(pl alice send --secret @nobody "x" 2>&1 >/dev/null) && fail "secret send to nobody" || ok

@@ -124,6 +124,50 @@ expect_eq "alice sees bob's change" \
 out=$(pl alice --json send --secret @bob "alice uses bob's timer")
 expect_eq "either side changes it" "$(jq -r .timer_s <<<"$out")" "7"
 
+# A sender whose identity key changed and is not accepted (review finding
+# 4): its timer change is not recorded, its read receipts not applied.
+other=05$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+change_key() { sed -i -E "s/^(device [0-9]+) [0-9a-f]{66} [0-9a-f]{66}$/\1 $other $other/" "$1"; }
+timer_before=$(cat "$T/bob/secret/alice/timer")
+change_key "$T/bob/secret/alice/trust"
+pl alice ttl --secret @bob 9 >/dev/null
+out=$(PARLEY_LOG=warn pl bob --json recv 2>"$T/unverified.err")
+expect_eq "unverified change shown" "$(jq -r 'select(.kind == "ttl") | .ttl_s' <<<"$out")" "9"
+expect_eq "unverified change not recorded" "$(cat "$T/bob/secret/alice/timer")" "$timer_before"
+expect_match "unverified change logged" "$(cat "$T/unverified.err")" "not applied"
+pl bob verify @alice --accept >/dev/null
+# An hour, so that nothing below expires while it is looked at.
+pl alice ttl --secret @bob 3600 >/dev/null
+pl bob recv >/dev/null
+out=$(pl alice --json send --secret @bob "alice's message bob reads")
+unverified_id=$(jq -r .id <<<"$out")
+change_key "$T/alice/secret/bob/trust"
+pl bob recv >/dev/null
+pl alice recv >/dev/null
+grep -q "^$unverified_id " "$T/alice/secret/bob/expiring" 2>/dev/null \
+    && fail "receipt from a changed key applied" || ok
+pl alice verify @bob --accept >/dev/null
+
+# A chat with as many messages waiting for their timer as the index holds
+# (review finding 6): a message read then is deleted at once, reported,
+# and its receipt still reaches the sender.
+bob_index="$T/bob/secret/alice/expiring"
+alice_uid=$(pl alice --json whoami | jq -r .user_id)
+for i in $(seq 1 1000); do echo "$((900000 + i)) $alice_uid 4000000000 0"; done >"$bob_index"
+chmod 600 "$bob_index"
+out=$(pl alice --json send --secret @bob "read with a full index")
+full_id=$(jq -r .id <<<"$out")
+out=$(pl bob --json recv)
+expect_eq "read with a full index" "$(jq -r 'select(.text != null) | .text' <<<"$out")" \
+    "read with a full index"
+expect_eq "deleted at once, reported" "$(jq -r 'select(.kind == "deleted") | .ids[]' <<<"$out")" \
+    "$full_id"
+in_home bob "read with a full index" && fail "bob's copy kept with a full index" || ok
+pl alice recv >/dev/null
+grep -q "^$full_id " "$T/alice/secret/bob/expiring" 2>/dev/null && ok \
+    || fail "no receipt for a message deleted at once"
+rm "$bob_index"
+
 # Every file in the homes is 0600, every directory 0700.
 bad=$(find "$T/alice" "$T/bob" \( -type f ! -perm 0600 \) -o \( -type d ! -perm 0700 \))
 expect_eq "modes" "$bad" ""
