@@ -129,8 +129,10 @@ static const char schema_v4_sql[] =
     "CREATE INDEX envelopes_date ON envelopes(date);"
     "PRAGMA user_version = 4;";
 
-/* Version 5: what a secret send leaves for its retries once its envelopes
- * are gone: ids, recipient, date; no content. Expires with the envelopes. */
+/* Version 5: what a send leaves for its retries once its content is gone:
+ * a secret send's ids, recipient and date after its envelopes are acked
+ * (expires with the envelopes), and a cloud message's after auto-delete
+ * purged it (kept a day). No content. */
 static const char schema_v5_sql[] =
     "CREATE TABLE secret_sends ("
     " from_user INTEGER NOT NULL,"
@@ -141,6 +143,16 @@ static const char schema_v5_sql[] =
     " date INTEGER NOT NULL,"
     " PRIMARY KEY (from_user, client_id)) WITHOUT ROWID;"
     "CREATE INDEX secret_sends_date ON secret_sends(date);"
+    "CREATE TABLE purged_sends ("
+    " from_user INTEGER NOT NULL,"
+    " client_id INTEGER NOT NULL,"
+    " message_id INTEGER NOT NULL,"
+    " to_user INTEGER NOT NULL,"
+    " from_pts INTEGER NOT NULL,"
+    " date INTEGER NOT NULL,"
+    " purged INTEGER NOT NULL,"
+    " PRIMARY KEY (from_user, client_id)) WITHOUT ROWID;"
+    "CREATE INDEX purged_sends_purged ON purged_sends(purged);"
     "INSERT OR IGNORE INTO secret_sends (from_user, client_id, message_id, from_device, to_user,"
     " date) SELECT from_user, client_id, message_id, from_device, to_user, date FROM envelopes;"
     "PRAGMA user_version = 5;";
@@ -174,6 +186,7 @@ static const char *const stmt_sql[ST_COUNT] = {
                      "(SELECT max(p.pts) FROM updates p WHERE p.user_id = u.id), 0)),"
                      " EXISTS (SELECT 1 FROM chat_ttl t WHERE t.chat_lo = u.id)"
                      " OR EXISTS (SELECT 1 FROM chat_ttl t WHERE t.chat_hi = u.id)"
+                     " OR EXISTS (SELECT 1 FROM purged_sends t WHERE t.from_user = u.id)"
                      " FROM users u WHERE u.id = ?1",
     [ST_DEVICE_INSERT] = "INSERT INTO devices (user_id, pubkey, created) VALUES (?1, ?2, ?3)",
     [ST_DEVICE_GET] = "SELECT d.user_id, u.username, d.pubkey FROM devices d"
@@ -238,7 +251,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_UPDATE_INSERT_KIND] = "INSERT INTO updates (user_id, pts, message_id, kind, arg, ids)"
                               " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     /* The partial index messages_expiry serves both: no scan. */
-    [ST_EXPIRED] = "SELECT id, from_user, to_user, from_pts, to_pts FROM messages"
+    [ST_EXPIRED] = "SELECT id, from_user, to_user, from_pts, to_pts, client_id, date FROM messages"
                    " WHERE expires > 0 AND expires <= ?1 ORDER BY expires, id LIMIT ?2",
     [ST_UPDATE_DELETE] = "DELETE FROM updates WHERE user_id = ?1 AND pts = ?2",
     [ST_MSG_DELETE] = "DELETE FROM messages WHERE id = ?1",
@@ -248,6 +261,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* Every envelope has its send's row, with the same date. */
     [ST_ENV_OLDEST] = "SELECT min(date) FROM secret_sends",
     [ST_ENV_COUNT] = "SELECT count(*) FROM envelopes WHERE device_id = ?1",
+    [ST_TOMB_INSERT] = "INSERT OR REPLACE INTO purged_sends (from_user, client_id, message_id,"
+                       " to_user, from_pts, date, purged) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [ST_TOMB_GET] = "SELECT message_id, to_user, from_pts, date FROM purged_sends"
+                    " WHERE from_user = ?1 AND client_id = ?2",
+    [ST_TOMB_EXPIRE] = "DELETE FROM purged_sends WHERE (from_user, client_id) IN"
+                       " (SELECT from_user, client_id FROM purged_sends WHERE purged < ?1"
+                       " ORDER BY purged LIMIT ?2)",
+    [ST_TOMB_OLDEST] = "SELECT min(purged) FROM purged_sends",
     [ST_SEND_RECORD] = "INSERT INTO secret_sends (from_user, client_id, message_id, from_device,"
                        " to_user, date) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_SEND_EXPIRE] = "DELETE FROM secret_sends WHERE (from_user, client_id) IN"
@@ -663,6 +684,7 @@ static void run_batch(struct store *st, struct store_req *head, unsigned n)
         sq_queued_clear(st); /* and counts of rolled-back envelopes */
         st->next_expiry = 0; /* and the expiry after a rolled-back purge */
         st->oldest_envelope = 0;
+        st->oldest_tomb = 0;
         return;
     }
     log_debug(MODULE, "event=batch reqs=%u write=%d commit_us=%llu", n, write,
@@ -894,7 +916,8 @@ static int db_open(struct store *st, const char *path)
         }
     }
     /* What the first purge needs, so that it is a no-op when nothing is due. */
-    if ((ret = sq_next_expiry_load(st)) != 0 || (ret = sq_oldest_envelope_load(st)) != 0)
+    if ((ret = sq_next_expiry_load(st)) != 0 || (ret = sq_oldest_envelope_load(st)) != 0 ||
+        (ret = sq_oldest_tomb_load(st)) != 0)
         return ret;
     return 0;
 }

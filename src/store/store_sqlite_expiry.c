@@ -123,9 +123,42 @@ static bool envelopes_due(const struct store *st, const struct store_req *req)
            (st->oldest_envelope == 0 || st->oldest_envelope < req->in.purge.envelopes_before);
 }
 
+static bool tombs_due(const struct store *st, const struct store_req *req)
+{
+    return st->oldest_tomb == 0 || st->oldest_tomb < req->in.purge.now - TOMB_KEEP_S;
+}
+
 bool sq_purge_due(const struct store *st, const struct store_req *req)
 {
-    return messages_due(st, req) || envelopes_due(st, req);
+    return messages_due(st, req) || envelopes_due(st, req) || tombs_due(st, req);
+}
+
+int sq_oldest_tomb_load(struct store *st)
+{
+    sqlite3_stmt *s = st->stmt[ST_TOMB_OLDEST];
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    if (rc == SQLITE_ROW)
+        st->oldest_tomb = sqlite3_column_type(s, 0) == SQLITE_NULL ? INT64_MAX
+                                                                    : sqlite3_column_int64(s, 0);
+    else
+        ret = sq_sql_fail(st, "tomb_oldest", rc);
+    sqlite3_reset(s);
+    return ret;
+}
+
+/* Forgets purged sends kept longer than TOMB_KEEP_S, up to limit. */
+static int expire_tombs(struct store *st, struct store_req *req)
+{
+    sqlite3_stmt *s = st->stmt[ST_TOMB_EXPIRE];
+    sqlite3_bind_int64(s, 1, req->in.purge.now - TOMB_KEEP_S);
+    sqlite3_bind_int64(s, 2, (sqlite3_int64)req->in.purge.limit);
+    int ret = sq_step_write(st, s, "tomb_expire", PARLEY_ESTORE);
+    if (ret)
+        return ret;
+    if ((unsigned)sqlite3_changes(st->db) == req->in.purge.limit)
+        req->out.more = true;
+    return sq_oldest_tomb_load(st);
 }
 
 /* Reads the oldest envelope's date into st->oldest_envelope (INT64_MAX:
@@ -202,6 +235,11 @@ int sq_op_purge(struct store *st, struct store_req *req)
         if (ret)
             return ret;
     }
+    if (tombs_due(st, req)) {
+        int ret = expire_tombs(st, req);
+        if (ret)
+            return ret;
+    }
     if (!messages_due(st, req))
         return 0;
     const unsigned limit = req->in.purge.limit;
@@ -213,7 +251,8 @@ int sq_op_purge(struct store *st, struct store_req *req)
     int rc, ret = 0;
     /* Rows are read before any is deleted: the statement stays valid. */
     struct {
-        uint64_t id, from, to, from_pts, to_pts;
+        uint64_t id, from, to, from_pts, to_pts, client_id;
+        int64_t date;
     } *row = xmalloc((size_t)limit * sizeof(*row));
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         if (rows == limit) {
@@ -226,6 +265,8 @@ int sq_op_purge(struct store *st, struct store_req *req)
         row[rows].to = column_u64(s, 2);
         row[rows].from_pts = column_u64(s, 3);
         row[rows].to_pts = column_u64(s, 4);
+        row[rows].client_id = column_u64(s, 5);
+        row[rows].date = sqlite3_column_int64(s, 6);
         rows++;
     }
     if (rc != SQLITE_DONE)
@@ -260,7 +301,24 @@ int sq_op_purge(struct store *st, struct store_req *req)
             break;
         sqlite3_stmt *d = st->stmt[ST_MSG_DELETE];
         bind_u64(d, 1, row[i].id);
-        ret = sq_step_write(st, d, "msg_delete", PARLEY_ESTORE);
+        if ((ret = sq_step_write(st, d, "msg_delete", PARLEY_ESTORE)) != 0)
+            break;
+        /* Its retries still find it for a day (send_find_purged). */
+        d = st->stmt[ST_TOMB_INSERT];
+        bind_u64(d, 1, row[i].from);
+        bind_u64(d, 2, row[i].client_id);
+        bind_u64(d, 3, row[i].id);
+        bind_u64(d, 4, row[i].to);
+        bind_u64(d, 5, row[i].from_pts);
+        sqlite3_bind_int64(d, 6, row[i].date);
+        sqlite3_bind_int64(d, 7, req->in.purge.now);
+        if ((ret = sq_step_write(st, d, "tomb_insert", PARLEY_ESTORE)) != 0)
+            break;
+        if (st->oldest_tomb == INT64_MAX)
+            st->oldest_tomb = req->in.purge.now;
+        struct user_entry *fe = u64map_get(&st->users, row[i].from);
+        if (fe)
+            fe->ttl_chats = true;
     }
     free(row);
 

@@ -77,6 +77,10 @@ enum stmt_id {
     ST_ENV_OLDEST,
     ST_SEND_RECORD,
     ST_ENV_COUNT,
+    ST_TOMB_INSERT,
+    ST_TOMB_GET,
+    ST_TOMB_EXPIRE,
+    ST_TOMB_OLDEST,
     ST_SEND_EXPIRE,
     ST_COUNT
 };
@@ -106,7 +110,8 @@ struct scratch {
  * committed update, so that a send costs no user lookups or updates. */
 struct user_entry {
     uint64_t pts;
-    bool ttl_chats; /* some chat of this user may have auto-delete: look it up on send */
+    bool ttl_chats; /* some chat of this user may have auto-delete, or a message of theirs
+                       was purged: look the chat and retries up on send */
     char name[USERNAME_MAX + 1];
 };
 
@@ -132,6 +137,7 @@ struct store {
     struct scratch scratch; /* writer thread only */
     int64_t next_expiry;    /* writer thread only: no message expires before this; 0: unknown */
     int64_t oldest_envelope; /* writer thread only: no envelope is older; 0: unknown */
+    int64_t oldest_tomb;    /* writer thread only: no purged_sends row is older; 0: unknown */
     uint64_t scrub_since;   /* writer thread only: uv_hrtime when scrub was set */
     bool scrub;             /* writer thread only: envelopes were deleted since the last
                                WAL truncation */
@@ -207,5 +213,9 @@ bool sq_purge_due(const struct store *st, const struct store_req *req);
  * st (INT64_MAX: none), at open and after purges. */
 int sq_next_expiry_load(struct store *st);
 int sq_oldest_envelope_load(struct store *st);
+int sq_oldest_tomb_load(struct store *st);
+
+/* How long a purged cloud message's ids are kept for its retries. */
+#define TOMB_KEEP_S 86400
 
 #endif

@@ -147,17 +147,63 @@ static int chat_ttl_get(struct store *st, uint64_t a, uint64_t b, uint32_t *ttl)
     return ret;
 }
 
+/* A retry of a message that auto-delete has purged (its row, and with it
+ * the UNIQUE key that finds retries, is gone): answered from the purged
+ * send's record with its id, pts and date and no text. Returns 0 with
+ * *found, or an error. */
+static int send_find_purged(struct store *st, struct store_req *req, struct user_entry *fu,
+                            bool *found)
+{
+    sqlite3_stmt *s = st->stmt[ST_TOMB_GET];
+    bind_u64(s, 1, req->in.send.from_user);
+    bind_u64(s, 2, req->in.send.client_id);
+    int rc = sqlite3_step(s);
+    int ret = 0;
+    *found = rc == SQLITE_ROW;
+    struct store_msg m = {0};
+    if (rc == SQLITE_ROW) {
+        m.id = column_u64(s, 0);
+        m.to_user = column_u64(s, 1);
+        m.pts = column_u64(s, 2);
+        m.date = sqlite3_column_int64(s, 3);
+    } else if (rc != SQLITE_DONE) {
+        ret = sq_sql_fail(st, "tomb_get", rc);
+    }
+    sqlite3_reset(s);
+    if (ret || !*found)
+        return ret;
+    struct user_entry *tu;
+    if ((ret = sq_user_get(st, m.to_user, &tu)) != 0)
+        return ret;
+    struct scratch *sc = &st->scratch;
+    struct pending_msg *pm = sq_scratch_msg(sc);
+    pm->m = m;
+    pm->m.from_user = req->in.send.from_user;
+    pm->m.client_id = req->in.send.client_id;
+    pm->from_off = sq_scratch_str(sc, fu->name, strlen(fu->name));
+    pm->to_off = sq_scratch_str(sc, tu->name, strlen(tu->name));
+    pm->text_off = sq_scratch_str(sc, "", 0);
+    req->out.duplicate = true;
+    req->out.to_pts = 0;
+    return 0;
+}
+
 int sq_op_send(struct store *st, struct store_req *req)
 {
     const uint64_t from = req->in.send.from_user, to = req->in.send.to_user;
     struct scratch *sc = &st->scratch;
     struct user_entry *fu, *tu;
-    sq_users_reserve(st, 2);
+    sq_users_reserve(st, 3);
     int ret = sq_user_get(st, to, &tu);
     if (ret == 0)
         ret = sq_user_get(st, from, &fu);
     if (ret)
         return ret;
+    if (fu->ttl_chats) {
+        bool purged;
+        if ((ret = send_find_purged(st, req, fu, &purged)) != 0 || purged)
+            return ret;
+    }
     /* The new pts take effect in the cache only once every row is in. */
     const uint64_t from_pts = fu->pts + 1;
     const uint64_t to_pts = to != from ? tu->pts + 1 : 0;

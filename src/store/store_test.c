@@ -3097,6 +3097,48 @@ static void test_secret_queue_per_device_is_bounded(void **state)
     assert_int_equal(queued_for(f, b1), 2);
 }
 
+/* A retry of a cloud message that auto-delete purged is still answered
+ * with the original (id, pts, date, no text) for a day, also after a
+ * reopen; after that the id is forgotten. */
+static void test_retry_of_a_purged_message_is_a_duplicate(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+    set_ttl(f, alice, bob, 10, NULL, NULL);
+    struct store_req r;
+    send_at(f, alice, bob, 777, "gone soon", DATE, &r);
+    uint64_t id = r.out.msg.id, pts = r.out.msg.pts;
+    store_req_reset(&r);
+    prep_purge(&r, DATE + 10, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_purged, 2);
+    store_req_reset(&r);
+
+    reopen(f, 0);
+    send_at(f, alice, bob, 777, "gone soon", DATE + 20, &r);
+    assert_true(r.out.duplicate);
+    assert_int_equal(r.out.msg.id, id);
+    assert_int_equal(r.out.msg.pts, pts);
+    assert_int_equal(r.out.msg.date, DATE);
+    assert_int_equal(r.out.msg.text_len, 0);
+    assert_string_equal(r.out.msg.to_name, "bob");
+    store_req_reset(&r);
+    prep_history(&r, bob, alice, 0, 4);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.n_msgs, 0); /* nothing was stored again */
+    store_req_reset(&r);
+
+    /* A day after the purge the record goes; the id is new again. */
+    prep_purge(&r, DATE + 10 + 86400 + 1, 10);
+    assert_int_equal(run_req(f, &r), 0);
+    store_req_reset(&r);
+    send_at(f, alice, bob, 777, "sent again", DATE + 90000, &r);
+    assert_false(r.out.duplicate);
+    assert_true(r.out.msg.id > id);
+    store_req_reset(&r);
+}
+
 int main(void)
 {
     log_threshold = LOG_LEVEL_WARN;
@@ -3169,6 +3211,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_secret_retry_after_ack_is_still_a_duplicate, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_secret_queue_per_device_is_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_of_a_purged_message_is_a_duplicate, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_version_refuses_to_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_ttl_appends_an_update_to_both_logs, setup,
                                         teardown),
