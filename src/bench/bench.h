@@ -112,6 +112,8 @@ json_t *bench_codes_json(const uint64_t *by_code);
  * failed), with a message on stderr. */
 int scenario_signup(struct bench *b, struct bench_result *r, json_t *extra);
 int scenario_msgs(struct bench *b, struct bench_result *r, json_t *extra);
+/* msgs over secret envelopes: keys uploaded in setup, Push.secret acked. */
+int scenario_secret(struct bench *b, struct bench_result *r, json_t *extra);
 int scenario_idle(struct bench *b, struct bench_result *r, json_t *extra);
 int scenario_surge(struct bench *b, struct bench_result *r, json_t *extra);
 /* Frees what the scenario kept for the result (its latency histogram),

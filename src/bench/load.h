@@ -3,7 +3,8 @@
  * tick: signload starts sign-ups on fresh connections (open loop at a rate,
  * or a fixed number in flight); msgload runs pairs of signed-in clients
  * messaging each other (closed loop with a window, or open loop at a rate)
- * and checks every message end to end. signthread runs a signload on a
+ * and checks every message end to end, as plain messages or as secret
+ * envelopes. signthread runs a signload on a
  * thread and loop of its own, beside a msgload. */
 #ifndef PARLEY_BENCH_LOAD_H
 #define PARLEY_BENCH_LOAD_H
@@ -100,6 +101,18 @@ struct msgload {
     uint64_t conn_lost;  /* clients whose connection dropped */
     uint64_t by_code[BENCH_ERR_CODES];
     uint64_t client_id_state; /* next SendRequest.client_id comes from it (random start) */
+    /* Secret envelopes (msgload_keys_begin): SendSecretRequest with one
+     * Envelope for the partner's device, received as Push.secret and acked
+     * with AckSecretRequest, the acks of a loop turn in one request. */
+    bool secret;
+    bool ack_check_live;       /* ack_check initialised, closed by msgload_free */
+    uv_check_t ack_check;      /* runs after the turn's reads: sends the queued acks */
+    struct mclient *ack_dirty; /* clients with acks queued this turn */
+    uint64_t keys_ok, keys_failed;
+    uint64_t keys_by_code[BENCH_ERR_CODES];
+    uint64_t acks;         /* envelope ids sent in AckSecretRequests */
+    uint64_t acks_deleted; /* AckSecretResponse.deleted, summed */
+    uint64_t ack_errors;   /* AckSecretRequests answered with an error */
 };
 
 /* Signs up 2 * pairs clients, kept connected; returns 0 or PARLEY_ECONNECT
@@ -111,8 +124,20 @@ void msgload_begin(struct msgload *m, double rate, unsigned window, unsigned siz
 /* A new latency phase begins now (at most MSGLOAD_PHASES, counting the
  * first from msgload_begin). */
 void msgload_next_phase(struct msgload *m);
+/* Switches m to secret envelopes: every client uploads keys (an identity
+ * key, a signed prekey, random bytes of the right form, no one-time
+ * prekeys). Call after msgload_setup, then msgload_keys_tick from a phase
+ * until msgload_keys_pending is 0; keys_ok and keys_failed tell the
+ * outcome. */
+void msgload_keys_begin(struct msgload *m);
+/* Sends uploads again whose refusal's retry_after has passed. */
+void msgload_keys_tick(struct msgload *m);
+/* Uploads neither accepted nor given up. */
+size_t msgload_keys_pending(const struct msgload *m);
 void msgload_tick(struct msgload *m);
 void msgload_stop(struct msgload *m);
+/* Messages in flight on live connections; with secret envelopes, acks
+ * queued or unanswered too. */
 uint64_t msgload_inflight(const struct msgload *m);
 uint64_t msgload_lost(const struct msgload *m);
 /* Closes every connection and frees everything. */

@@ -34,6 +34,8 @@ static void usage(FILE *out)
           "scenarios and their options:\n"
           "  signup --rate R | --max [--concurrency C] --duration S\n"
           "  msgs   --pairs P --window W --size B --duration S [--rate R] [--drain-ms MS]\n"
+          "  secret --pairs P --window W --size B --duration S [--rate R] [--drain-ms MS]\n"
+          "         (msgs over secret envelopes, each acked)\n"
           "  idle   --conns N --hold S [--accounts K] [--ping-interval S] [--tls]\n"
           "  surge  --rate R --signup-rate S --duration D [--pairs P] [--window W] [--size B]\n"
           "common: --timeout-ms MS (a sign-up, login or request; default 10000)\n",
@@ -312,7 +314,7 @@ static int check_scenario(struct bench_opts *o, bool rate_set, uint64_t fd_limit
     if (strcmp(o->scenario, "signup") == 0) {
         if (rate_set == o->max)
             return bad("%s", "signup: give exactly one of --rate R and --max");
-    } else if (strcmp(o->scenario, "msgs") == 0) {
+    } else if (strcmp(o->scenario, "msgs") == 0 || strcmp(o->scenario, "secret") == 0) {
         if (!o->pairs)
             o->pairs = 10;
         if (!o->window)
@@ -328,7 +330,7 @@ static int check_scenario(struct bench_opts *o, bool rate_set, uint64_t fd_limit
         if (o->accounts > o->conns)
             o->accounts = o->conns;
     } else {
-        return bad("unknown scenario %s (signup, msgs, idle, surge)", o->scenario);
+        return bad("unknown scenario %s (signup, msgs, secret, idle, surge)", o->scenario);
     }
     uint64_t need = strcmp(o->scenario, "idle") == 0 ? o->conns : (uint64_t)o->pairs * 2;
     if (need + FD_RESERVE > fd_limit) {
@@ -505,6 +507,8 @@ int main(int argc, char **argv)
         rc = scenario_signup(&b, &r, extra);
     else if (strcmp(s, "msgs") == 0)
         rc = scenario_msgs(&b, &r, extra);
+    else if (strcmp(s, "secret") == 0)
+        rc = scenario_secret(&b, &r, extra);
     else if (strcmp(s, "idle") == 0)
         rc = scenario_idle(&b, &r, extra);
     else

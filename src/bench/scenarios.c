@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The four scenarios: signup, msgs, idle, surge. Each is a sequence of
+/* The scenarios: signup, msgs, secret, idle, surge. Each is a sequence of
  * loop phases (setup, measured window, drain) over the load engines; the
  * server's /proc figures are read at the edges of the measured window. */
 #include "common/err.h"
@@ -174,6 +174,7 @@ int scenario_signup(struct bench *b, struct bench_result *r, json_t *extra)
 struct msgs_run {
     struct msgload m;
     int64_t t0, t_end;
+    int64_t keys_until_us; /* secret: the key uploads' deadline */
     double duration_s;
     bool ended;
 };
@@ -214,6 +215,12 @@ static void msgs_fill(struct bench *b, struct msgs_run *run, struct bench_result
     set_int(extra, "unexpected", m->unexpected);
     set_int(extra, "conn_lost", m->conn_lost);
     json_object_set_new(extra, "send_error_codes", bench_codes_json(m->by_code));
+    if (m->secret) {
+        r->errors += m->ack_errors;
+        set_int(extra, "envelope_acks", m->acks);
+        set_int(extra, "envelope_acks_deleted", m->acks_deleted);
+        set_int(extra, "ack_errors", m->ack_errors);
+    }
     if (r->before.ok && r->after.ok && m->delivered > 0)
         set_real(extra, "server_cpu_us_per_msg",
                  (r->after.cpu_s - r->before.cpu_s) * 1e6 / (double)m->delivered);
@@ -221,7 +228,42 @@ static void msgs_fill(struct bench *b, struct msgs_run *run, struct bench_result
         json_object_set_new(extra, "server_cpu_us_per_msg", json_null());
 }
 
-int scenario_msgs(struct bench *b, struct bench_result *r, json_t *extra)
+static void keys_tick(struct bench *b)
+{
+    struct msgs_run *run = cur;
+    msgload_keys_tick(&run->m);
+    if (msgload_keys_pending(&run->m) == 0 || bench_now_us() >= run->keys_until_us || b->stopping)
+        bench_phase_end(b);
+}
+
+/* Every client uploads its keys, unmeasured; returns 0 or 1 (not all did). */
+static int secret_keys(struct bench *b, struct msgs_run *run, json_t *extra)
+{
+    struct msgload *m = &run->m;
+    int64_t k0 = bench_now_us();
+    run->keys_until_us = k0 + (int64_t)(SETUP_LIMIT_S * 1e6);
+    msgload_keys_begin(m);
+    bench_phase_run(b, COARSE_TICK_MS, keys_tick);
+    if (m->keys_ok != m->n) {
+        fprintf(stderr, "parley-bench: setup failed: %llu of %zu clients uploaded keys\n",
+                (unsigned long long)m->keys_ok, m->n);
+        for (unsigned i = 0; i < BENCH_ERR_CODES; i++) {
+            if (m->keys_by_code[i])
+                fprintf(stderr, "parley-bench:   %s: %llu\n", err_name(err_from_wire(i)),
+                        (unsigned long long)m->keys_by_code[i]);
+        }
+        return 1;
+    }
+    json_t *o = json_object();
+    set_int(o, "uploaded", m->keys_ok);
+    json_object_set_new(o, "codes", bench_codes_json(m->keys_by_code));
+    set_real(o, "seconds", secs(bench_now_us() - k0));
+    json_object_set_new(extra, "keys", o);
+    return 0;
+}
+
+/* msgs, and secret: the same load over secret envelopes. */
+static int run_msgs(struct bench *b, struct bench_result *r, json_t *extra, bool secret)
 {
     struct msgs_run *run = xcalloc(1, sizeof(*run));
     b->scenario_mem = run;
@@ -233,6 +275,8 @@ int scenario_msgs(struct bench *b, struct bench_result *r, json_t *extra)
     }
     add_drive(extra, "setup", &ds, secs(bench_now_us() - s0));
     cur = run;
+    if (secret && secret_keys(b, run, extra) != 0)
+        return 1;
     run->duration_s = b->opt.duration_s;
     server_stat(b, &r->before);
     msgload_begin(&run->m, b->opt.rate, b->opt.window, b->opt.size);
@@ -241,6 +285,16 @@ int scenario_msgs(struct bench *b, struct bench_result *r, json_t *extra)
     server_stat(b, &r->after);
     msgs_fill(b, run, r, extra);
     return 0;
+}
+
+int scenario_msgs(struct bench *b, struct bench_result *r, json_t *extra)
+{
+    return run_msgs(b, r, extra, false);
+}
+
+int scenario_secret(struct bench *b, struct bench_result *r, json_t *extra)
+{
+    return run_msgs(b, r, extra, true);
 }
 
 /* surge */
@@ -530,7 +584,8 @@ int scenario_idle(struct bench *b, struct bench_result *r, json_t *extra)
 
 void scenario_free(struct bench *b)
 {
-    if (b && b->scenario_mem && strcmp(b->opt.scenario, "msgs") == 0)
+    if (b && b->scenario_mem &&
+        (strcmp(b->opt.scenario, "msgs") == 0 || strcmp(b->opt.scenario, "secret") == 0))
         msgload_free(&((struct msgs_run *)b->scenario_mem)->m);
     if (b && b->scenario_mem && strcmp(b->opt.scenario, "surge") == 0) {
         struct surge_run *run = b->scenario_mem;

@@ -51,6 +51,17 @@ run msgs_open msgs --pairs 5 --rate 200 --duration 3
 expect_eq "msgs open loop: sent == delivered" "$(q msgs_open '.sent == .delivered and .sent > 0')" true
 expect_eq "msgs open loop: lost" "$(q msgs_open .lost)" 0
 
+run secret secret --pairs 5 --window 4 --size 200 --duration 4
+expect_eq "secret: sent > 0" "$(q secret '.sent > 0')" true
+expect_eq "secret: sent == delivered" "$(q secret '.sent == .delivered')" true
+expect_eq "secret: lost" "$(q secret .lost)" 0
+expect_eq "secret: duplicates" "$(q secret .duplicates)" 0
+expect_eq "secret: send errors" "$(q secret .send_errors)" 0
+expect_eq "secret: keys uploaded" "$(q secret .keys.uploaded)" 10
+expect_eq "secret: every envelope acked and deleted" \
+    "$(q secret '.envelope_acks == .delivered and .envelope_acks_deleted == .delivered')" true
+expect_eq "secret: ack errors" "$(q secret .ack_errors)" 0
+
 run idle idle --conns 300 --hold 4 --accounts 20 --ping-interval 1
 expect_eq "idle: connected == N" "$(q idle .connected)" 300
 expect_eq "idle: still connected" "$(q idle .still_connected)" 300
