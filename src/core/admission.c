@@ -16,8 +16,29 @@ static struct adm_item *pop(struct admission *a)
     return it;
 }
 
+/* Adapts the budget to how long the loop's turns run: a turn busy longer
+ * than turn_ms (sign-ups, logins and everyone's messages together) means
+ * signed-in devices wait that long, so sign-ups get half as many starts;
+ * each shorter turn gives one back (additive increase, multiplicative
+ * decrease). Time blocked in poll is not busy time. */
+static void adapt_budget(struct admission *a)
+{
+    uint64_t now_ns = uv_hrtime(), idle_ns = uv_metrics_idle_time(a->loop);
+    uint64_t span = now_ns - a->last_check_ns, idle = idle_ns - a->last_idle_ns;
+    uint64_t busy = span > idle ? span - idle : 0;
+    a->last_check_ns = now_ns;
+    a->last_idle_ns = idle_ns;
+    if (!a->lim.turn_ms)
+        a->cur_budget = a->lim.budget;
+    else if (busy > (uint64_t)a->lim.turn_ms * 1000000)
+        a->cur_budget = a->cur_budget > 1 ? a->cur_budget / 2 : 1;
+    else if (a->cur_budget < a->lim.budget)
+        a->cur_budget++;
+}
+
 static void run_budget(struct admission *a)
 {
+    adapt_budget(a);
     uint64_t now = uv_now(a->loop);
     unsigned started = 0;
     while (a->head && !a->closed) {
@@ -25,7 +46,7 @@ static void run_budget(struct admission *a)
             a->refuse(pop(a), a->arg); /* cheap: an answer, no work */
             continue;
         }
-        if (started >= a->lim.budget || *a->busy >= a->lim.busy_max)
+        if (started >= a->cur_budget || *a->busy >= a->lim.busy_max)
             break;
         a->run(pop(a), a->arg);
         started++;
@@ -59,6 +80,8 @@ int admission_init(struct admission *a, uv_loop_t *loop, const struct adm_limits
         uv_close((uv_handle_t *)&a->check, NULL);
         return PARLEY_EIO;
     }
+    a->last_check_ns = uv_hrtime();
+    a->last_idle_ns = uv_metrics_idle_time(loop);
     uv_check_start(&a->check, on_check);
     uv_unref((uv_handle_t *)&a->check); /* never keeps the loop alive by itself */
     return 0;
@@ -69,6 +92,8 @@ void admission_set_limits(struct admission *a, const struct adm_limits *lim)
     a->lim = *lim;
     if (a->lim.budget == 0)
         a->lim.budget = 1;
+    if (a->cur_budget == 0 || a->cur_budget > a->lim.budget)
+        a->cur_budget = a->lim.budget;
     if (a->lim.busy_max == 0)
         a->lim.busy_max = 1;
 }

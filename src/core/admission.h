@@ -29,6 +29,8 @@ struct adm_limits {
     unsigned capacity;    /* items waiting beyond which admission_full says so */
     unsigned busy_max;    /* no item starts while *busy is at this */
     uint64_t max_wait_ms; /* an item waiting this long is refused instead; 0: no limit */
+    unsigned turn_ms;     /* target busy time of a loop turn: longer turns halve the budget,
+                             shorter ones give one back (up to budget); 0: fixed budget */
 };
 
 struct admission {
@@ -38,6 +40,9 @@ struct admission {
     struct adm_item *head, *tail;
     unsigned len;      /* items waiting */
     struct adm_limits lim;
+    unsigned cur_budget;  /* the budget in force: lim.budget, less while turns run long */
+    uint64_t last_check_ns;
+    uint64_t last_idle_ns;
     const unsigned *busy; /* admitted items still being worked on, kept by the caller */
     adm_run_fn *run;
     adm_run_fn *refuse; /* an item that waited max_wait_ms: the caller answers "busy" */
@@ -45,8 +50,10 @@ struct admission {
     bool closed;
 };
 
-/* Sets a up on loop; busy is read each turn. Returns 0 or PARLEY_EIO.
- * Thread: loop's. */
+/* Sets a up on loop; busy is read each turn. With lim.turn_ms, the loop
+ * must have been configured with UV_METRICS_IDLE_TIME (the busy time of a
+ * turn is the time between checks less the time blocked in poll). Returns
+ * 0 or PARLEY_EIO. Thread: loop's. */
 PL_NODISCARD int admission_init(struct admission *a, uv_loop_t *loop,
                                 const struct adm_limits *lim, const unsigned *busy,
                                 adm_run_fn *run, adm_run_fn *refuse, void *arg);

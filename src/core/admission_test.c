@@ -24,14 +24,19 @@ struct log {
     int n_dropped;
     unsigned busy; /* the caller's count of admitted items still working */
     bool run_adds_busy;
+    unsigned run_sleep_us; /* each run keeps the loop busy this long */
 };
 
 static void run(struct adm_item *it, void *arg)
 {
     struct log *l = arg;
-    l->ran[l->n_ran++] = PL_CONTAINER_OF(it, struct item, adm)->n;
+    if (l->n_ran < 64)
+        l->ran[l->n_ran] = PL_CONTAINER_OF(it, struct item, adm)->n;
+    l->n_ran++;
     if (l->run_adds_busy)
         l->busy++;
+    if (l->run_sleep_us)
+        uv_sleep(l->run_sleep_us / 1000);
 }
 
 static void refuse(struct adm_item *it, void *arg)
@@ -43,7 +48,9 @@ static void refuse(struct adm_item *it, void *arg)
 static void drop(struct adm_item *it, void *arg)
 {
     struct log *l = arg;
-    l->dropped[l->n_dropped++] = PL_CONTAINER_OF(it, struct item, adm)->n;
+    if (l->n_dropped < 64)
+        l->dropped[l->n_dropped] = PL_CONTAINER_OF(it, struct item, adm)->n;
+    l->n_dropped++;
 }
 
 static void start(uv_loop_t *loop, struct admission *a, struct log *l, unsigned budget,
@@ -178,6 +185,51 @@ static void test_items_waiting_too_long_are_refused(void **state)
     finish(&loop, &a);
 }
 
+/* With turn_ms, turns kept busy by the started items halve the budget
+ * down to one; once turns are short again it grows back by one a turn, up
+ * to the configured budget. (The busy work is 5 ms per item against a 1 ms
+ * target, and the recovery runs with a 1 s target, so the outcome does not
+ * depend on the machine's speed.) */
+static void test_budget_adapts_to_busy_turns(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    struct admission a;
+    struct log l = {0};
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(uv_loop_configure(&loop, UV_METRICS_IDLE_TIME), 0);
+    struct adm_limits lim = {.budget = 8, .capacity = 1000, .busy_max = 1000, .turn_ms = 1};
+    assert_int_equal(admission_init(&a, &loop, &lim, &l.busy, run, refuse, &l), 0);
+    static struct item items[200];
+    for (int i = 0; i < 200; i++) {
+        items[i].n = i;
+        admission_push(&a, &items[i].adm);
+    }
+    l.run_sleep_us = 5000;
+    unsigned prev = a.cur_budget;
+    for (int turn = 0; turn < 6; turn++) {
+        int before = l.n_ran;
+        uv_run(&loop, UV_RUN_NOWAIT);
+        assert_true(l.n_ran - before <= (int)a.cur_budget);
+        if (turn > 0)
+            assert_true(a.cur_budget == 1 || a.cur_budget <= prev / 2);
+        prev = a.cur_budget;
+    }
+    assert_int_equal(a.cur_budget, 1);
+
+    l.run_sleep_us = 0;
+    lim.turn_ms = 1000;
+    admission_set_limits(&a, &lim);
+    for (unsigned want = 2; want <= 8; want++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        assert_int_equal(a.cur_budget, want);
+    }
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(a.cur_budget, 8); /* never past the configured budget */
+    admission_close(&a, drop);
+    finish(&loop, &a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -185,6 +237,7 @@ int main(void)
         cmocka_unit_test(test_in_flight_cap_and_kick),
         cmocka_unit_test(test_capacity_and_close),
         cmocka_unit_test(test_items_waiting_too_long_are_refused),
+        cmocka_unit_test(test_budget_adapts_to_busy_turns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

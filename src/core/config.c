@@ -41,6 +41,7 @@ void config_defaults(struct config *cfg)
     cfg->auth_inflight_max = 64;
     cfg->auth_max_wait_ms = 1000;
     cfg->retry_after_ms = 1000;
+    cfg->auth_turn_ms = 5;
     cfg->store_max_batch = 1024;
     cfg->store_max_queue = 65536;
     cfg->store_user_cache = 1u << 20;
@@ -204,6 +205,7 @@ static const struct numkey numkeys[] = {
     NK("admission", "auth_inflight_max", K_UINT, auth_inflight_max, 1, 1000000),
     NK("admission", "max_wait_ms", K_UINT, auth_max_wait_ms, 0, 3600000),
     NK("admission", "retry_after_ms", K_UINT, retry_after_ms, 1, 3600000),
+    NK("admission", "turn_ms", K_UINT, auth_turn_ms, 0, 1000),
     NK("store", "max_batch", K_UINT, store_max_batch, 1, 100000),
     NK("store", "max_queue", K_UINT, store_max_queue, 1, 10000000),
     NK("store", "user_cache", K_UINT, store_user_cache, 1, 100000000),

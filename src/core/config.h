@@ -40,6 +40,7 @@ struct config {
     unsigned auth_inflight_max; /* sign-ups + logins at the store per loop */
     unsigned auth_max_wait_ms; /* one that waited this long is refused; 0: never */
     unsigned retry_after_ms;   /* advised wait when refusing for load */
+    unsigned auth_turn_ms;     /* loop turns busier than this halve auth_per_turn; 0: off */
     /* [store] */
     char db_path[512];         /* empty: data_dir/parley.db */
     unsigned store_max_batch;

@@ -111,6 +111,7 @@ struct adm_limits adm_limits_of(const struct config *cfg)
         .capacity = cfg->auth_queue_max,
         .busy_max = cfg->auth_inflight_max,
         .max_wait_ms = cfg->auth_max_wait_ms,
+        .turn_ms = cfg->auth_turn_ms,
     };
     return l;
 }
@@ -176,6 +177,9 @@ static void worker_run(void *arg)
     u64map_init(&w->names);
     arena_init(&w->req_arena, 16384);
     if (uv_loop_init(&w->loop) != 0)
+        goto fail;
+    /* The admission control reads how long each turn was busy. */
+    if (uv_loop_configure(&w->loop, UV_METRICS_IDLE_TIME) != 0)
         goto fail;
     if (uv_async_init(&w->loop, &w->control, on_control) != 0)
         goto fail;
