@@ -48,6 +48,7 @@ SUITE=(
     "signup-rate|signup --rate 1000 --duration 10"
     "msgs-closed|msgs --pairs 50 --window 8 --size 100 --duration 20"
     "msgs-open|msgs --pairs 50 --rate 5000 --window 64 --size 100 --duration 20"
+    "secret|secret --pairs 50 --window 8 --size 200 --duration 10"
     "idle|idle --conns 5000 --hold 15 --accounts 200"
     "surge|surge --pairs 100 --rate 2000 --signup-rate 3000 --duration 30"
 )
@@ -80,6 +81,8 @@ jq -r -s '
              "refused+retry=\(.refused_retry|n) refused-no-retry=\(.refused_no_retry|n) timeouts=\(.timeouts|n)"
            elif .scenario == "msgs" then
              "cpu_us/msg=\(.server_cpu_us_per_msg|n) capped=\(.capped|n) send_errors=\(.send_errors|n)"
+           elif .scenario == "secret" then
+             "cpu_us/msg=\(.server_cpu_us_per_msg|n) acks=\(.envelope_acks|n) deleted=\(.envelope_acks_deleted|n) ack_errors=\(.ack_errors|n)"
            elif .scenario == "idle" then
              "connected=\(.connected|n)/\(.conns|n) rss/conn_kib=\(.rss_per_conn_kib|n) ping_rtt"
            elif .scenario == "surge" then
