@@ -20,6 +20,10 @@ foreach(t ${UNIT_TESTS})
   get_filename_component(dir ${t} DIRECTORY)
   get_filename_component(mod ${dir} NAME)
   add_executable(${name} ${t})
+  # A module's shared test fixture, src/MOD/MOD_test_util.c, goes into each of its tests.
+  if(EXISTS ${dir}/${mod}_test_util.c)
+    target_sources(${name} PRIVATE ${dir}/${mod}_test_util.c)
+  endif()
   target_link_libraries(${name} PRIVATE ${MODULE_LIB_${mod}} ${CMOCKA_LIB})
   add_test(NAME unit.${name} COMMAND ${name} WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
   set_tests_properties(unit.${name} PROPERTIES TIMEOUT 120

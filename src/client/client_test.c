@@ -4,6 +4,7 @@
  * (known.h), the auth signature (auth.h), and what the public API answers
  * before signup. Each test gets a fresh temporary directory, removed after. */
 #include "client/auth.h"
+#include "client/client_test_util.h"
 #include "client/home.h"
 #include "client/known.h"
 #include "client/url.h"
@@ -12,7 +13,6 @@
 #include <parley.h>
 
 #include <dirent.h>
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,58 +28,10 @@
 
 #include "common/banned.h"
 
-struct fixture {
-    char dir[512];
-    mode_t old_umask;
-};
-
-/* With umask 0 the modes seen are the ones the code asked for, not the
- * ones the umask happened to leave. */
-static int setup(void **state)
-{
-    struct fixture *f = calloc(1, sizeof(*f));
-    assert_non_null(f);
-    const char *tmp = getenv("TMPDIR");
-    if (!tmp || !*tmp)
-        tmp = "/tmp";
-    int n = snprintf(f->dir, sizeof(f->dir), "%s/parley-client-XXXXXX", tmp);
-    assert_true(n > 0 && (size_t)n < sizeof(f->dir));
-    assert_non_null(mkdtemp(f->dir));
-    f->old_umask = umask(0);
-    *state = f;
-    return 0;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-    umask(f->old_umask);
-    assert_int_equal(nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
-    free(f);
-    return 0;
-}
-
 /* f->dir + "/" + name into buf. */
 static void in_dir(char *buf, size_t size, const struct fixture *f, const char *name)
 {
     assert_int_equal(home_path(buf, size, f->dir, name), 0);
-}
-
-static void write_raw(const char *path, const void *data, size_t len)
-{
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    if (len)
-        assert_int_equal(fwrite(data, 1, len, fp), len);
-    assert_int_equal(fclose(fp), 0);
 }
 
 static mode_t mode_of(const char *path)
@@ -326,7 +278,7 @@ static void test_home_init_creates_0700_and_accepts_an_existing_dir(void **state
     assert_int_equal(home_init(home), 0);
 
     in_dir(file, sizeof(file), f, "file");
-    write_raw(file, "x", 1);
+    client_write_raw(file, "x", 1);
     assert_int_equal(home_init(file), PARLEY_EIO);
 
     /* Parents are not created. */
@@ -352,7 +304,7 @@ static void test_home_write_file_is_0600_atomic_and_leaves_no_temp(void **state)
     char path[600];
     size_t len;
     in_dir(path, sizeof(path), f, "state");
-    write_raw(path, "old and longer content", 22);
+    client_write_raw(path, "old and longer content", 22);
     assert_int_equal(chmod(path, 0644), 0);
 
     assert_int_equal(home_write_file(path, "new", 3), 0);
@@ -381,7 +333,7 @@ static void test_home_write_file_failure_is_eio_and_cleans_up(void **state)
     in_dir(path, sizeof(path), f, "busy");
     assert_int_equal(mkdir(path, 0700), 0);
     assert_int_equal(home_path(inner, sizeof(inner), path, "keep"), 0);
-    write_raw(inner, "k", 1);
+    client_write_raw(inner, "k", 1);
     assert_int_equal(home_write_file(path, "x", 1), PARLEY_EIO);
     assert_true(S_ISDIR(mode_of(path)));
     assert_int_equal(count_entries(path), 1);
@@ -399,7 +351,7 @@ static void test_home_read_file_missing_empty_and_size_limit(void **state)
     assert_string_equal(buf, "untouched");
     assert_int_equal(len, 12345);
 
-    write_raw(path, "", 0);
+    client_write_raw(path, "", 0);
     buf = slurp(path, &len);
     assert_int_equal(len, 0);
     assert_int_equal(buf[0], '\0');
@@ -408,14 +360,14 @@ static void test_home_read_file_missing_empty_and_size_limit(void **state)
     char *big = malloc(HOME_FILE_MAX + 1);
     assert_non_null(big);
     memset(big, 'z', HOME_FILE_MAX + 1);
-    write_raw(path, big, HOME_FILE_MAX);
+    client_write_raw(path, big, HOME_FILE_MAX);
     buf = slurp(path, &len);
     assert_int_equal(len, HOME_FILE_MAX);
     assert_int_equal(buf[HOME_FILE_MAX - 1], 'z');
     assert_int_equal(buf[HOME_FILE_MAX], '\0');
     free(buf);
 
-    write_raw(path, big, HOME_FILE_MAX + 1);
+    client_write_raw(path, big, HOME_FILE_MAX + 1);
     buf = (char *)"untouched";
     assert_int_equal(home_read_file(path, &buf, &len), PARLEY_EIO);
     assert_string_equal(buf, "untouched");
@@ -476,7 +428,7 @@ static void test_home_account_folds_username_and_skips_unknown_keys(void **state
                                "user_id 2\n";
     struct home_account b;
     in_dir(path, sizeof(path), f, "account");
-    write_raw(path, text, sizeof(text) - 1);
+    client_write_raw(path, text, sizeof(text) - 1);
     assert_int_equal(home_load_account(f->dir, &b), 0);
     assert_string_equal(b.server, "https://h:1");
     assert_string_equal(b.username, "bob_2");
@@ -523,7 +475,7 @@ static void test_home_account_corrupt_or_truncated_is_econfig(void **state)
     for (size_t i = 0; i < PL_ARRAY_LEN(cases); i++) {
         size_t len = cases[i].len ? cases[i].len : strlen(cases[i].data);
         struct home_account b = sample_account();
-        write_raw(path, cases[i].data, len);
+        client_write_raw(path, cases[i].data, len);
         int err = home_load_account(f->dir, &b);
         if (err != PARLEY_ECONFIG)
             fail_msg("account %s: got %d, want PARLEY_ECONFIG", cases[i].what, err);
@@ -637,7 +589,7 @@ static void test_home_key_corrupt_or_truncated_is_econfig(void **state)
                 c = c == '0' ? '1' : (char)(c + 1);
             bad[cases[i].at] = c;
         }
-        write_raw(path, bad, cases[i].len);
+        client_write_raw(path, bad, cases[i].len);
         unsigned char *k = NULL;
         int err = home_load_key(f->dir, &k);
         if (err != PARLEY_ECONFIG)
@@ -690,7 +642,7 @@ static void test_home_pts_corrupt_or_truncated_is_econfig(void **state)
     in_dir(path, sizeof(path), f, "pts");
     for (size_t i = 0; i < PL_ARRAY_LEN(cases); i++) {
         uint64_t v = 99;
-        write_raw(path, cases[i].data, cases[i].len);
+        client_write_raw(path, cases[i].data, cases[i].len);
         int err = home_load_pts(f->dir, &v);
         if (err != PARLEY_ECONFIG)
             fail_msg("pts %s: got %d, want PARLEY_ECONFIG", cases[i].what, err);
@@ -776,7 +728,7 @@ static void test_known_add_replaces_the_pin_and_keeps_other_lines(void **state)
     snprintf(text, sizeof(text), "# pinned by hand\n%s%sfuture-format line\n", other_line,
              old_line);
     in_dir(path, sizeof(path), f, KNOWN_FILE);
-    write_raw(path, text, strlen(text));
+    client_write_raw(path, text, strlen(text));
     assert_int_equal(chmod(path, 0644), 0);
     assert_int_equal(known_check(path, "h:443", fp_old), 0);
 
@@ -818,14 +770,14 @@ static void test_known_malformed_pin_for_the_host_counts_as_changed(void **state
     bad_values[5] = crlf;
     for (size_t i = 0; i < PL_ARRAY_LEN(bad_values); i++) {
         snprintf(line, sizeof(line), "h:1 %s\n", bad_values[i]);
-        write_raw(path, line, strlen(line));
+        client_write_raw(path, line, strlen(line));
         int err = known_check(path, "h:1", fp);
         if (err != PARLEY_ECERT_CHANGED)
             fail_msg("pin \"%s\": got %d, want PARLEY_ECERT_CHANGED", bad_values[i], err);
     }
 
     /* A line that is not "HOST:PORT HEX" at all is no entry for the host. */
-    write_raw(path, "h:1\ngarbage\n\n", 13);
+    client_write_raw(path, "h:1\ngarbage\n\n", 13);
     assert_int_equal(known_check(path, "h:1", fp), PARLEY_ENOTFOUND);
 
     /* Upper-case hex and a missing final newline are still the same pin. */
@@ -833,7 +785,7 @@ static void test_known_malformed_pin_for_the_host_counts_as_changed(void **state
         if (*p >= 'a' && *p <= 'f')
             *p = (char)(*p - 'a' + 'A');
     snprintf(line, sizeof(line), "h:1 %s", hex);
-    write_raw(path, line, strlen(line));
+    client_write_raw(path, line, strlen(line));
     assert_int_equal(known_check(path, "h:1", fp), 0);
 }
 
@@ -1009,18 +961,18 @@ static void test_open_refuses_corrupt_state_and_remote_plain_http(void **state)
     assert_null(p);
 
     assert_int_equal(home_path(path, sizeof(path), home, "account"), 0);
-    write_raw(path, "server https://h:1\nuser_id 2\n", 29);
+    client_write_raw(path, "server https://h:1\nuser_id 2\n", 29);
     assert_int_equal(open_home(f, "dev", "https://127.0.0.1:1", &p), PARLEY_ECONFIG);
     assert_null(p);
 
     assert_int_equal(home_save_account(home, &a), 0);
     assert_int_equal(home_path(path, sizeof(path), home, "pts"), 0);
-    write_raw(path, "12x\n", 4);
+    client_write_raw(path, "12x\n", 4);
     assert_int_equal(open_home(f, "dev", "https://127.0.0.1:1", &p), PARLEY_ECONFIG);
     assert_null(p);
 }
 
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, client_tmp_setup, client_tmp_teardown)
 
 int main(void)
 {

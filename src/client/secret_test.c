@@ -5,6 +5,7 @@
  * state alone: argument checks, trust on first use, a changed key that
  * blocks sending until accepted, safety numbers equal on both sides, and
  * damaged files refused. Each test gets a fresh temporary directory. */
+#include "client/client_test_util.h"
 #include "client/home.h"
 #include "client/msgstore.h"
 #include "client/secret_int.h"
@@ -14,7 +15,6 @@
 
 #include <parley.h>
 
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,56 +33,9 @@
 /* A closed port: a call that gets past the local checks fails to connect. */
 #define NO_SERVER "http://127.0.0.1:1"
 
-struct fixture {
-    char dir[512];
-    mode_t old_umask;
-};
-
-/* With umask 0 the modes seen are the ones the code asked for. */
-static int setup(void **state)
-{
-    struct fixture *f = calloc(1, sizeof(*f));
-    assert_non_null(f);
-    const char *tmp = getenv("TMPDIR");
-    if (!tmp || !*tmp)
-        tmp = "/tmp";
-    int n = snprintf(f->dir, sizeof(f->dir), "%s/parley-secret-XXXXXX", tmp);
-    assert_true(n > 0 && (size_t)n < sizeof(f->dir));
-    assert_non_null(mkdtemp(f->dir));
-    f->old_umask = umask(0);
-    *state = f;
-    return 0;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-    umask(f->old_umask);
-    assert_int_equal(nftw(f->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
-    free(f);
-    return 0;
-}
-
 static void path_in(char *buf, size_t size, const char *dir, const char *name)
 {
     assert_int_equal(home_path(buf, size, dir, name), 0);
-}
-
-static void write_raw(const char *path, const void *data, size_t len)
-{
-    FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
-    if (len)
-        assert_int_equal(fwrite(data, 1, len, fp), len);
-    assert_int_equal(fclose(fp), 0);
 }
 
 static mode_t mode_of(const char *path)
@@ -256,7 +209,7 @@ static void test_trust_corrupt_or_truncated_is_econfig(void **state)
     assert_non_null(t);
     path_in(path, sizeof(path), f->dir, "trust");
     snprintf(good, sizeof(good), "user_id 3\ndevice 4 %s %s\n", key, key);
-    write_raw(path, good, strlen(good));
+    client_write_raw(path, good, strlen(good));
     assert_int_equal(trust_load(path, t), 0);
     t->user_id = 99;
 
@@ -288,17 +241,17 @@ static void test_trust_corrupt_or_truncated_is_econfig(void **state)
                 buf[o++] = *c;
             }
         }
-        write_raw(path, buf, o);
+        client_write_raw(path, buf, o);
         if (trust_load(path, t) != PARLEY_ECONFIG)
             fail_msg("case %zu: not refused", i);
     }
     /* A key of the wrong type byte; a NUL byte. */
     snprintf(buf, sizeof(buf), "user_id 3\ndevice 4 06%s -\n", key + 2);
-    write_raw(path, buf, strlen(buf));
+    client_write_raw(path, buf, strlen(buf));
     assert_int_equal(trust_load(path, t), PARLEY_ECONFIG);
     memcpy(buf, good, strlen(good));
     buf[3] = '\0';
-    write_raw(path, buf, strlen(good));
+    client_write_raw(path, buf, strlen(good));
     assert_int_equal(trust_load(path, t), PARLEY_ECONFIG);
     assert_int_equal(t->user_id, 99); /* untouched on error */
     free(t);
@@ -441,35 +394,35 @@ static void test_msgstore_corrupt_or_truncated_is_econfig(void **state)
     assert_int_equal(msgstore_put(dir, &m, true), 0);
     assert_int_equal(home_read_file(path, &buf, &len), 0);
 
-    write_raw(path, buf, len - 1); /* cut short */
+    client_write_raw(path, buf, len - 1); /* cut short */
     assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
-    write_raw(path, buf, len - 3);
+    client_write_raw(path, buf, len - 3);
     assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
     char *longer = malloc(len + 1);
     assert_non_null(longer);
     memcpy(longer, buf, len);
     longer[len] = 'x'; /* a byte after the text */
-    write_raw(path, longer, len + 1);
+    client_write_raw(path, longer, len + 1);
     assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
     free(longer);
-    write_raw(path, buf + 16, len - 16); /* the first line gone */
+    client_write_raw(path, buf + 16, len - 16); /* the first line gone */
     assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
     char *edited = malloc(len);
     assert_non_null(edited);
     memcpy(edited, buf, len);
     edited[len - 4] = '\0'; /* a NUL byte in the text */
-    write_raw(path, edited, len);
+    client_write_raw(path, edited, len);
     assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
     memcpy(edited, buf, len);
     edited[strlen("message_id ")] = '5'; /* another message's id */
-    write_raw(path, edited, len);
+    client_write_raw(path, edited, len);
     assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
     free(edited);
     static const char bad_flag[] = "message_id 1234\nfrom_user_id 7\nfrom alice\nto_user_id 8\n"
                                    "to bob\ndate 1\ntimer_s 0\nidentity_changed 2\ntext 1\nx\n";
-    write_raw(path, bad_flag, strlen(bad_flag));
+    client_write_raw(path, bad_flag, strlen(bad_flag));
     assert_int_equal(msgstore_get(dir, 1234, 7, &got), PARLEY_ECONFIG);
-    write_raw(path, buf, len); /* the original reads again */
+    client_write_raw(path, buf, len); /* the original reads again */
     assert_int_equal(msgstore_get(dir, 1234, 7, &got), 0);
     msgstore_text_free(&got);
     free(buf);
@@ -511,12 +464,12 @@ static void test_msgstore_timer_file_round_trips_0600_and_damage_is_econfig(void
         "timer_s 5\n\n",          /* a line after */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        write_raw(path, bad[i], strlen(bad[i]));
+        client_write_raw(path, bad[i], strlen(bad[i]));
         t = 77;
         assert_int_equal(msgstore_timer_get(dir, &t), PARLEY_ECONFIG);
         assert_int_equal(t, 77); /* out-params only on success */
     }
-    write_raw(path, "timer_s 5\0\n", 11); /* a NUL byte */
+    client_write_raw(path, "timer_s 5\0\n", 11); /* a NUL byte */
     assert_int_equal(msgstore_timer_get(dir, &t), PARLEY_ECONFIG);
 }
 
@@ -638,16 +591,16 @@ static void test_msgstore_damaged_expiry_index_is_econfig(void **state)
         "x 7 1000 1\n",             /* not a number */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        write_raw(index, bad[i], strlen(bad[i]));
+        client_write_raw(index, bad[i], strlen(bad[i]));
         assert_int_equal(msgstore_expire(dir, 5000, &ids, &n, &next), PARLEY_ECONFIG);
         assert_int_equal(msgstore_get(dir, 1, 7, &got), PARLEY_ECONFIG);
         assert_int_equal(msgstore_set_expiry(dir, 1, 7, 10, false), PARLEY_ECONFIG);
     }
-    write_raw(index, "1 7 1000 1\0\n", 12); /* a NUL byte */
+    client_write_raw(index, "1 7 1000 1\0\n", 12); /* a NUL byte */
     assert_int_equal(msgstore_expire(dir, 5000, &ids, &n, &next), PARLEY_ECONFIG);
     /* Nothing was deleted on a damaged index. */
     assert_int_equal(msgstore_get(dir, 1, 7, &got), PARLEY_ECONFIG);
-    write_raw(index, buf, len);
+    client_write_raw(index, buf, len);
     assert_int_equal(msgstore_get(dir, 1, 7, &got), 0);
     assert_int_equal(got.expires, 1000);
     msgstore_text_free(&got);
@@ -666,7 +619,7 @@ static void write_index(const char *index, uint64_t first, size_t n, int64_t exp
     for (size_t i = 0; i < n; i++)
         len += (size_t)snprintf(buf + len, 64, "%llu 7 %lld %d\n", (unsigned long long)(first + i),
                                 (long long)expires, owed);
-    write_raw(index, buf, len);
+    client_write_raw(index, buf, len);
     free(buf);
 }
 
@@ -756,7 +709,7 @@ static void test_home_prekeys_default_round_trip_and_corrupt(void **state)
         "next_prekey_id 1\nsigned_prekey_id 0\nsigned_prekey_date 0\ncolor 1\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        write_raw(path, bad[i], strlen(bad[i]));
+        client_write_raw(path, bad[i], strlen(bad[i]));
         if (home_load_prekeys(f->dir, &got) != PARLEY_ECONFIG)
             fail_msg("case %zu: not refused", i);
     }
@@ -1027,7 +980,7 @@ static void test_expired_messages_go_before_the_network(void **state)
     assert_int_equal(parley_secret_timer(p, "@bob", 5), PARLEY_ECONNECT);
     path_in(path, sizeof(path), dir, "timer");
     assert_false(exists(path)); /* not sent: not recorded */
-    write_raw(path, "timer_s 5", 9);
+    client_write_raw(path, "timer_s 5", 9);
     assert_int_equal(parley_secret_timer(p, "@bob", 5), PARLEY_ECONFIG);
     assert_int_equal(parley_send_secret(p, "@bob", "hi", 2, 0, &m), PARLEY_ECONFIG);
     parley_close(p);
@@ -1050,7 +1003,7 @@ static void test_damaged_secret_state_is_econfig(void **state)
     record_peer(alice, "bob", 2, 20, &kb);
 
     path_in(path, sizeof(path), alice, "secret/bob/trust");
-    write_raw(path, "user_id 2\ndevice 20", 19);
+    client_write_raw(path, "user_id 2\ndevice 20", 19);
     struct parley *p = open_at(alice);
     assert_int_equal(parley_verify(p, "@bob", &s), PARLEY_ECONFIG);
     assert_int_equal(parley_verify_accept(p, "@bob"), PARLEY_ECONFIG);
@@ -1059,7 +1012,7 @@ static void test_damaged_secret_state_is_econfig(void **state)
 
     record_peer(alice, "bob", 2, 20, &kb);
     path_in(path, sizeof(path), alice, "e2e/identity");
-    write_raw(path, "short", 5);
+    client_write_raw(path, "short", 5);
     p = open_at(alice);
     assert_int_equal(parley_verify(p, "@bob", &s), PARLEY_ECONFIG);
     assert_int_equal(parley_send_secret(p, "@bob", "hi", 2, 0, &m), PARLEY_ECONFIG);
@@ -1081,7 +1034,7 @@ static void test_damaged_secret_state_is_econfig(void **state)
     parley_close(p);
 }
 
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, client_tmp_setup, client_tmp_teardown)
 
 int main(void)
 {

@@ -25,29 +25,15 @@
 void expiry_handle_set_ttl(struct session *s, uint64_t id, const Parley__V1__SetTtlRequest *r)
 {
     const enum metrics_method m = METHOD_SET_TTL;
-    const struct config *cfg = cfg_of(s);
     if (r->ttl_s > STORE_TTL_MAX) {
         session_respond_error(s, id, m, PARLEY_EINVAL, 0);
         return;
     }
-    uint32_t wait = ratelimit_take(s->w->srv->account_limits, s->user_id, cfg->account_rate,
-                                   cfg->account_burst, server_now_ms());
-    if (wait) {
-        session_respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+    if (!session_account_rate_ok(s, id, m))
         return;
-    }
     struct op *op = session_op_new(s, id, m);
     op->ttl_s = r->ttl_s;
-    uint64_t peer;
-    int rc = session_resolve_peer(op, r->peer, &peer);
-    if (rc < 0) {
-        session_respond_error(s, id, m, rc, 0);
-        session_op_free(op);
-        return;
-    }
-    if (rc == 0)
-        expiry_set_ttl_start(op, peer);
-    session_submit(op);
+    session_submit_to_peer(op, r->peer, expiry_set_ttl_start);
 }
 
 void expiry_set_ttl_start(struct op *op, uint64_t peer)

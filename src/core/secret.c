@@ -64,31 +64,17 @@ static void keep_envelopes(struct op *op, const Parley__V1__SendSecretRequest *r
 void secret_handle_send(struct session *s, uint64_t id, const Parley__V1__SendSecretRequest *r)
 {
     const enum metrics_method m = METHOD_SEND_SECRET;
-    const struct config *cfg = cfg_of(s);
     int rc = check_send(r);
     if (rc) {
         session_respond_error(s, id, m, rc, 0);
         return;
     }
-    uint32_t wait = ratelimit_take(s->w->srv->account_limits, s->user_id, cfg->account_rate,
-                                   cfg->account_burst, server_now_ms());
-    if (wait) {
-        session_respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+    if (!session_account_rate_ok(s, id, m))
         return;
-    }
     struct op *op = session_op_new(s, id, m);
     op->client_id = r->client_id;
     keep_envelopes(op, r);
-    uint64_t to;
-    rc = session_resolve_peer(op, r->to, &to);
-    if (rc < 0) {
-        session_respond_error(s, id, m, rc, 0);
-        session_op_free(op);
-        return;
-    }
-    if (rc == 0)
-        secret_send_start(op, to);
-    session_submit(op);
+    session_submit_to_peer(op, r->to, secret_send_start);
 }
 
 void secret_send_start(struct op *op, uint64_t to_user)

@@ -471,10 +471,20 @@ static void auth_done(struct op *op)
 
 /* --- messages ----------------------------------------------------------- */
 
+bool session_account_rate_ok(struct session *s, uint64_t id, enum metrics_method m)
+{
+    const struct config *cfg = cfg_of(s);
+    uint32_t wait = ratelimit_take(s->w->srv->account_limits, s->user_id, cfg->account_rate,
+                                   cfg->account_burst, server_now_ms());
+    if (wait)
+        session_respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+    return wait == 0;
+}
+
 /* Resolves a Peer to a user id: at once when given or cached (returns 0 and
- * sets *user_id), or by a store lookup (returns 1 after submitting op, which
- * then continues in on_store_done), or an error. */
-int session_resolve_peer(struct op *op, const Parley__V1__Peer *peer, uint64_t *user_id)
+ * sets *user_id), or by a store lookup (returns 1 after preparing op for it;
+ * on_store_done then calls op->peer_start), or an error. */
+static int resolve_peer(struct op *op, const Parley__V1__Peer *peer, uint64_t *user_id)
 {
     if (!peer)
         return PARLEY_EINVAL;
@@ -493,6 +503,22 @@ int session_resolve_peer(struct op *op, const Parley__V1__Peer *peer, uint64_t *
     op->req.op = STORE_OP_RESOLVE;
     memcpy(op->req.in.username, op->peer_name, sizeof(op->peer_name));
     return 1;
+}
+
+void session_submit_to_peer(struct op *op, const Parley__V1__Peer *peer,
+                            void (*start)(struct op *op, uint64_t peer))
+{
+    uint64_t id;
+    op->peer_start = start;
+    int rc = resolve_peer(op, peer, &id);
+    if (rc < 0) {
+        session_respond_error(op->s, op->request_id, op->method, rc, 0);
+        session_op_free(op);
+        return;
+    }
+    if (rc == 0)
+        start(op, id);
+    session_submit(op);
 }
 
 static void start_send(struct op *op, uint64_t to_user)
@@ -534,28 +560,15 @@ static void handle_send(struct session *s, uint64_t id, const Parley__V1__SendRe
         session_respond_error(s, id, m, PARLEY_ETEXT_TOO_LONG, 0);
         return;
     }
-    uint32_t wait = ratelimit_take(s->w->srv->account_limits, s->user_id, cfg->account_rate,
-                                   cfg->account_burst, server_now_ms());
-    if (wait) {
-        session_respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+    if (!session_account_rate_ok(s, id, m))
         return;
-    }
     struct op *op = session_op_new(s, id, m);
     op->text = len < sizeof(op->text_small) ? op->text_small : xmalloc(len + 1);
     memcpy(op->text, r->text.data, len);
     op->text[len] = '\0';
     op->text_len = len;
     op->client_id = r->client_id;
-    uint64_t to;
-    int rc = session_resolve_peer(op, r->to, &to);
-    if (rc < 0) {
-        session_respond_error(s, id, m, rc, 0);
-        session_op_free(op);
-        return;
-    }
-    if (rc == 0)
-        start_send(op, to);
-    session_submit(op);
+    session_submit_to_peer(op, r->to, start_send);
 }
 
 /* Fans a committed message out: to the recipient's devices, and to the
@@ -724,16 +737,7 @@ static void handle_history(struct session *s, uint64_t id, const Parley__V1__His
     struct op *op = session_op_new(s, id, METHOD_HISTORY);
     op->before_id = r->before_id;
     op->limit = clamp_limit(r->limit, HISTORY_LIMIT_DEFAULT);
-    uint64_t peer;
-    int rc = session_resolve_peer(op, r->peer, &peer);
-    if (rc < 0) {
-        session_respond_error(s, id, op->method, rc, 0);
-        session_op_free(op);
-        return;
-    }
-    if (rc == 0)
-        start_history(op, peer);
-    session_submit(op);
+    session_submit_to_peer(op, r->peer, start_history);
 }
 
 static void history_done(struct op *op)
@@ -803,7 +807,6 @@ static void handle_upload_keys(struct session *s, uint64_t id,
                                const Parley__V1__UploadKeysRequest *r)
 {
     const enum metrics_method m = METHOD_UPLOAD_KEYS;
-    const struct config *cfg = cfg_of(s);
     const Parley__V1__SignedPreKey *sp = r->signed_prekey;
     int err = 0;
     if (r->registration_id == 0 || r->registration_id > REGISTRATION_ID_MAX ||
@@ -821,12 +824,8 @@ static void handle_upload_keys(struct session *s, uint64_t id,
         session_respond_error(s, id, m, err, 0);
         return;
     }
-    uint32_t wait = ratelimit_take(s->w->srv->account_limits, s->user_id, cfg->account_rate,
-                                   cfg->account_burst, server_now_ms());
-    if (wait) {
-        session_respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+    if (!session_account_rate_ok(s, id, m))
         return;
-    }
     struct op *op = session_op_new(s, id, m);
     struct store_req *req = &op->req;
     req->op = STORE_OP_UPLOAD_KEYS;
@@ -876,27 +875,13 @@ static void start_get_bundle(struct op *op, uint64_t peer)
 static void handle_get_bundle(struct session *s, uint64_t id, const Parley__V1__GetBundleRequest *r)
 {
     const enum metrics_method m = METHOD_GET_BUNDLE;
-    const struct config *cfg = cfg_of(s);
     /* Each fetch takes a prekey from someone's stock: it counts against
      * the account's rate like a send, so that no one drains stocks fast. */
-    uint32_t wait = ratelimit_take(s->w->srv->account_limits, s->user_id, cfg->account_rate,
-                                   cfg->account_burst, server_now_ms());
-    if (wait) {
-        session_respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
+    if (!session_account_rate_ok(s, id, m))
         return;
-    }
     struct op *op = session_op_new(s, id, m);
     op->device_filter = r->device_id;
-    uint64_t peer;
-    int rc = session_resolve_peer(op, r->peer, &peer);
-    if (rc < 0) {
-        session_respond_error(s, id, m, rc, 0);
-        session_op_free(op);
-        return;
-    }
-    if (rc == 0)
-        start_get_bundle(op, peer);
-    session_submit(op);
+    session_submit_to_peer(op, r->peer, start_get_bundle);
 }
 
 /* Tells a device whose stock a fetch has left low, on every connection it
@@ -1006,23 +991,14 @@ static void on_store_done(struct store_req *req)
     }
 
     if (op->resolving) {
-        /* Step one of a send or history: the peer's id is known now. */
+        /* Step one of a request to a peer: its id is known now. */
         op->resolving = false;
         if (req->status == 0) {
             uint64_t peer = req->out.user_id;
             name_remember(w, op->peer_name, peer);
             store_req_reset(req);
             memset(&req->out, 0, sizeof(req->out));
-            if (op->method == METHOD_SEND)
-                start_send(op, peer);
-            else if (op->method == METHOD_GET_BUNDLE)
-                start_get_bundle(op, peer);
-            else if (op->method == METHOD_SEND_SECRET)
-                secret_send_start(op, peer);
-            else if (op->method == METHOD_SET_TTL)
-                expiry_set_ttl_start(op, peer);
-            else
-                start_history(op, peer);
+            op->peer_start(op, peer);
             if (!w->stopping && s->conn) {
                 session_submit(op);
                 session_unref(s);

@@ -60,7 +60,8 @@ struct op {
     struct session *s;
     uint64_t request_id;
     enum metrics_method method;
-    bool resolving;        /* step one of send/history: looking up the peer */
+    bool resolving;        /* step one of a request to a peer: looking up its name */
+    void (*peer_start)(struct op *op, uint64_t peer); /* then this fills the request */
     char peer_name[USERNAME_MAX + 1];
     char *text;            /* send: text_small, or an owned copy when longer */
     size_t text_len;
@@ -99,10 +100,14 @@ struct op *session_op_new(struct session *s, uint64_t request_id, enum metrics_m
 void session_op_free(struct op *op);
 /* Submits op to the store; on refusal answers the request and frees op. */
 void session_submit(struct op *op);
-/* Resolves a Peer: 0 and *user_id at once (given or cached), 1 when op
- * now looks the name up (submit it; the method's start function runs once
- * the id is known), or a PARLEY_E* error. */
-int session_resolve_peer(struct op *op, const Parley__V1__Peer *peer, uint64_t *user_id);
+/* Takes one from the account's request rate (sends, bundle fetches, key
+ * uploads, settings); false after answering RATE_LIMITED. */
+bool session_account_rate_ok(struct session *s, uint64_t id, enum metrics_method m);
+/* Submits op for a request to peer: start fills op's store request once
+ * the peer's user id is known, at once (given or cached) or after a store
+ * lookup of the name. A bad peer is answered and op freed. */
+void session_submit_to_peer(struct op *op, const Parley__V1__Peer *peer,
+                            void (*start)(struct op *op, uint64_t peer));
 
 /* Secret chats (secret.c). Each handle_* answers or submits; the *_start
  * function continues a send once its peer is resolved; *_done answers a

@@ -185,3 +185,38 @@ void testserver_cleanup(struct testserver *s)
         s->conf_path[0] = '\0';
     }
 }
+
+bool testserver_file_holds(const char *path, const void *needle, size_t n)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return false;
+    size_t cap = 1 << 20, len = 0, got;
+    char *buf = malloc(cap);
+    if (!buf)
+        abort();
+    while ((got = fread(buf + len, 1, cap - len, fp)) > 0) {
+        len += got;
+        if (len == cap) {
+            cap *= 2;
+            if (!(buf = realloc(buf, cap)))
+                abort();
+        }
+    }
+    fclose(fp);
+    bool found = false;
+    for (size_t i = 0; !found && n <= len && i <= len - n; i++)
+        found = memcmp(buf + i, needle, n) == 0;
+    free(buf);
+    return found;
+}
+
+bool testserver_store_holds(const struct testserver *s, const void *needle, size_t n)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/data/parley.db", s->dir);
+    if (testserver_file_holds(path, needle, n))
+        return true;
+    snprintf(path, sizeof(path), "%s/data/parley.db-wal", s->dir);
+    return testserver_file_holds(path, needle, n);
+}

@@ -6,6 +6,7 @@
 #define PARLEY_TESTS_TESTSERVER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 struct testserver {
@@ -35,6 +36,13 @@ int testserver_stop(struct testserver *s, int sig);
 
 /* Whether the server's stderr holds a sanitizer report (printed if so). */
 bool testserver_sanitizer_report(const struct testserver *s);
+
+/* Whether the file at path holds the n bytes at needle; a missing file
+ * holds nothing. */
+bool testserver_file_holds(const char *path, const void *needle, size_t n);
+
+/* Whether the server's database or its write-ahead log holds them. */
+bool testserver_store_holds(const struct testserver *s, const void *needle, size_t n);
 
 /* Removes the data dir. */
 void testserver_cleanup(struct testserver *s);

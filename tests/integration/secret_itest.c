@@ -194,43 +194,13 @@ static unsigned ack(struct wsconn *c, const uint64_t *ids, size_t n)
     return deleted;
 }
 
-/* Whether the file holds the bytes needle[0..n). A missing file holds
- * nothing. */
-static bool file_holds(const char *path, const uint8_t *needle, size_t n)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return false;
-    size_t cap = 1 << 20, len = 0;
-    uint8_t *buf = malloc(cap);
-    assert_non_null(buf);
-    size_t got;
-    while ((got = fread(buf + len, 1, cap - len, fp)) > 0) {
-        len += got;
-        if (len == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
-        }
-    }
-    fclose(fp);
-    bool found = false;
-    for (size_t i = 0; !found && n <= len && i <= len - n; i++)
-        found = memcmp(buf + i, needle, n) == 0;
-    free(buf);
-    return found;
-}
-
 /* Whether the database or its write-ahead log holds any 32-byte piece of
  * body (pieces 1000 bytes apart, so that one falls inside a page whatever
  * way SQLite splits the row over overflow pages). */
 static bool store_holds(const uint8_t *body, size_t len)
 {
-    char db[400], wal[400];
-    snprintf(db, sizeof(db), "%s/data/parley.db", srv.dir);
-    snprintf(wal, sizeof(wal), "%s/data/parley.db-wal", srv.dir);
     for (size_t off = 0; off + 32 <= len; off += 1000)
-        if (file_holds(db, body + off, 32) || file_holds(wal, body + off, 32))
+        if (testserver_store_holds(&srv, body + off, 32))
             return true;
     return false;
 }
@@ -293,9 +263,9 @@ static void test_envelope_is_pushed_queued_and_gone_after_ack(void **state)
     char hex[65];
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", body[i]);
-    assert_false(file_holds(srv.err_path, (const uint8_t *)hex, 64));
+    assert_false(testserver_file_holds(srv.err_path, (const uint8_t *)hex, 64));
     for (size_t off = 0; off + 32 <= len; off += 1000)
-        assert_false(file_holds(srv.err_path, body + off, 32));
+        assert_false(testserver_file_holds(srv.err_path, body + off, 32));
     char *m = raw_http_get(srv.port, "/metrics");
     assert_true(raw_metric(m, "parley_secret_envelopes_total") >= 1);
     assert_true(raw_metric(m, "parley_secret_acked_total") >= 1);

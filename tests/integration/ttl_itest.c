@@ -136,35 +136,6 @@ static size_t history_ids(struct wsconn *c, const char *peer, uint64_t *ids)
     return n;
 }
 
-static bool db_holds(const char *text)
-{
-    char path[400];
-    bool found = false;
-    static const char *const names[] = {"parley.db", "parley.db-wal"};
-    for (size_t k = 0; k < 2 && !found; k++) {
-        snprintf(path, sizeof(path), "%s/data/%s", srv.dir, names[k]);
-        FILE *fp = fopen(path, "rb");
-        if (!fp)
-            continue;
-        size_t n = strlen(text), len = 0, cap = 1 << 20, got;
-        char *buf = malloc(cap);
-        assert_non_null(buf);
-        while ((got = fread(buf + len, 1, cap - len, fp)) > 0) {
-            len += got;
-            if (len == cap) {
-                cap *= 2;
-                buf = realloc(buf, cap);
-                assert_non_null(buf);
-            }
-        }
-        fclose(fp);
-        for (size_t i = 0; !found && n <= len && i <= len - n; i++)
-            found = memcmp(buf + i, text, n) == 0;
-        free(buf);
-    }
-    return found;
-}
-
 static void test_expired_messages_are_purged_and_every_device_told(void **state)
 {
     (void)state;
@@ -200,7 +171,7 @@ static void test_expired_messages_are_purged_and_every_device_told(void **state)
     assert_int_equal(f->push->update->new_message->expires, exp);
     uint64_t bob_msg_pts = f->push->update->pts;
     frame_free(f);
-    assert_true(db_holds(secret_words));
+    assert_true(testserver_store_holds(&srv, secret_words, strlen(secret_words)));
 
     /* Both accounts' devices are told, live. */
     struct wsconn *who[2] = {bob, alice2};
@@ -246,7 +217,7 @@ static void test_expired_messages_are_purged_and_every_device_told(void **state)
     /* And from the database files, once the store is idle. */
     bool held = true;
     for (int i = 0; i < 100 && held; i++) {
-        held = db_holds(secret_words);
+        held = testserver_store_holds(&srv, secret_words, strlen(secret_words));
         if (held)
             usleep(100 * 1000);
     }
