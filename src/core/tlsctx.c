@@ -3,6 +3,7 @@
 #include "tlsctx.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "net/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -128,6 +129,7 @@ int tlsctx_new(const char *cert_path, const char *key_path, const char *data_dir
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    net_tls_ctx_prepare(ctx); /* TLS 1.3 connections leave OpenSSL after the handshake */
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_path) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx, key_path, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1) {

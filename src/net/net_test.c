@@ -5,6 +5,7 @@
  * loop runs in a second thread. */
 #include "net/http.h"
 #include "net/net.h"
+#include "net/tls.h"
 #include "net/ws.h"
 
 #include "common/err.h"
@@ -558,6 +559,7 @@ static SSL_CTX *make_server_ctx(void)
     assert_non_null(ctx);
     assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
     assert_int_equal(SSL_CTX_use_PrivateKey(ctx, key), 1);
+    net_tls_ctx_prepare(ctx);
     X509_free(x);
     EVP_PKEY_free(key);
     return ctx;

@@ -29,7 +29,7 @@
 #include "common/banned.h"
 
 #define READ_BUF_SIZE 65536  /* the per-loop read buffer, bytes */
-#define PLAIN_BUF_SIZE 16384 /* the per-loop TLS plaintext scratch: one record */
+#define PLAIN_BUF_SIZE NET_TLS_SCRATCH /* the per-loop TLS plaintext scratch: one record */
 #define CLOSE_GRACE_MS 3000  /* a closing connection that cannot flush is dropped after this */
 #define SWEEP_MAX_MS 1000    /* the sweep's period, shortened for short limits */
 #define SWEEP_MIN_MS 10
@@ -48,7 +48,7 @@ struct net_conn {
     struct net_loop *nl;
     struct net_conn *prev, *next;             /* nl->conns, for the sweep and stop */
     struct net_conn *dirty_prev, *dirty_next; /* nl->dirty, while is_dirty */
-    SSL *ssl;                                 /* NULL for plaintext */
+    struct net_tls *tls;                      /* NULL for plaintext */
     struct net_req *req;                      /* during CONN_HTTP only */
     struct net_ws ws;                         /* in CONN_WS only */
     struct net_buf plain;                     /* plaintext not yet encrypted (TLS only) */
@@ -172,7 +172,7 @@ static void on_conn_closed(uv_handle_t *h)
     if (c->state == CONN_WS)
         net__ws_deinit(&c->ws);
     free(c->req);
-    SSL_free(c->ssl);
+    net__tls_free(c->tls);
     net__buf_free(&c->plain);
     net__buf_free(&c->out);
     free(c->wbuf);
@@ -232,7 +232,7 @@ static void handshake_failed(struct net_conn *c, const char *why)
 
 static void out_append(struct net_conn *c, const void *data, size_t len)
 {
-    net__buf_append(c->ssl ? &c->plain : &c->out, data, len);
+    net__buf_append(c->tls ? &c->plain : &c->out, data, len);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -265,8 +265,8 @@ static void conn_hibernate(struct net_conn *c)
     bool awake = c->ws.ctx != NULL;
     if (awake && net__ws_hibernate(&c->ws)) {
         c->nl->hibernated++;
-        if (c->ssl)
-            net__tls_shrink(c->ssl);
+        if (c->tls)
+            net__tls_shrink(c->tls);
     }
 }
 
@@ -278,8 +278,8 @@ static void flush_conn(struct net_conn *c)
         net__ws_flush(&c->ws);
         ws_check_closing(c);
     }
-    if (c->ssl && c->plain.len > 0) {
-        int rv = net__tls_write(c->ssl, c->plain.data, c->plain.len, &c->out);
+    if (c->tls && c->plain.len > 0) {
+        int rv = net__tls_write(c->tls, c->plain.data, c->plain.len, &c->out);
         net__buf_free(&c->plain);
         if (rv != 0) {
             conn_abort(c);
@@ -290,9 +290,9 @@ static void flush_conn(struct net_conn *c)
         return; /* on_write marks the connection dirty again */
     for (;;) {
         if (c->out.len == 0 && c->closing && close_ready(c)) {
-            if (c->ssl && !c->tls_shutdown_sent && net__tls_is_established(c->ssl)) {
+            if (c->tls && !c->tls_shutdown_sent && net__tls_is_established(c->tls)) {
                 c->tls_shutdown_sent = true;
-                net__tls_shutdown(c->ssl, &c->out);
+                net__tls_shutdown(c->tls, &c->out);
             }
             if (c->out.len == 0) {
                 conn_abort(c);
@@ -519,12 +519,11 @@ static void conn_input(struct net_conn *c, const uint8_t *data, size_t len)
 {
     if (c->closing)
         return;
-    if (!c->ssl) {
+    if (!c->tls) {
         on_plain(c, data, len);
         return;
     }
-    enum net_tls_result r =
-        net__tls_read(c->ssl, data, len, c->nl->pbuf, PLAIN_BUF_SIZE, on_plain, c, &c->out);
+    enum net_tls_result r = net__tls_read(c->tls, data, len, c->nl->pbuf, on_plain, c, &c->out);
     if (c->handle_closed)
         return;
     if (r == NET_TLS_ERROR) {
@@ -610,8 +609,8 @@ static void on_connection(uv_stream_t *server, int status)
     c->last_rx_ms = now;
     c->state = CONN_HTTP;
     if (nl->tls) {
-        c->ssl = net__tls_new(nl->tls);
-        if (!c->ssl) {
+        c->tls = net__tls_new(nl->tls);
+        if (!c->tls) {
             handshake_failed(c, "ssl_new");
             conn_abort(c);
             return;
@@ -619,7 +618,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     c->req = xmalloc(sizeof(*c->req));
     net__req_init(c->req, nl->limits.max_http_header);
-    log_debug("net", "event=accept peer=%s tls=%d", c->peer, c->ssl != NULL);
+    log_debug("net", "event=accept peer=%s tls=%d", c->peer, c->tls != NULL);
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
         conn_abort(c);
 }
