@@ -75,6 +75,19 @@ expect_eq "surge: sign-ups accepted" "$(q surge '.signup_accepted > 0')" true
 expect_eq "surge: refusals without retry_after" "$(q surge .signup_refused_no_retry)" 0
 
 # A server outside loopback is refused with status 2 before anything is sent.
+# Over TLS: the server's TLS 1.3 record layer (after OpenSSL's handshake)
+# against parley-bench's OpenSSL client, carrying messages and pings.
+stop_parleyd "$SERVER_PID" >/dev/null || true
+start_parleyd bench_tls --tls --config "$CONF"
+run msgs_tls msgs --pairs 5 --window 8 --size 4000 --duration 3
+expect_eq "msgs over TLS: sent == delivered" "$(q msgs_tls '.sent == .delivered and .sent > 0')" true
+expect_eq "msgs over TLS: lost" "$(q msgs_tls .lost)" 0
+expect_eq "msgs over TLS: duplicates" "$(q msgs_tls .duplicates)" 0
+expect_eq "msgs over TLS: errors" "$(q msgs_tls '.errors + .send_errors')" 0
+run idle_tls idle --conns 200 --hold 3 --accounts 20 --ping-interval 1 --tls
+expect_eq "idle over TLS: still connected" "$(q idle_tls .still_connected)" 200
+expect_eq "idle over TLS: pings answered" "$(q idle_tls '.sent == .delivered and .sent > 0')" true
+
 rc=0
 "$BENCH" --server http://192.0.2.1:8443 signup --max --duration 1 >/dev/null 2>"$T/refuse.err" || rc=$?
 expect_eq "non-loopback server: exit status" "$rc" 2
