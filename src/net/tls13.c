@@ -248,8 +248,8 @@ static enum tls13_result fail(struct tls13 *t, uint8_t desc, struct net_buf *out
     if (!t->failed && !t->shut) {
         const uint8_t alert[2] = {2, desc};
         (void)seal_one(t, TLS13_ALERT, alert, sizeof(alert), out);
-        t->failed = true;
     }
+    t->failed = true; /* also after our close_notify: nothing more is read */
     net__buf_free(&t->in);
     return TLS13_ERROR;
 }

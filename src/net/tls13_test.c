@@ -404,6 +404,35 @@ static void test_close_notify_both_ways(void **state)
     pair_close(&p);
 }
 
+/* A fatal error after our own close_notify still ends reading: a genuine
+ * record that follows a forged one is not delivered. */
+static void test_error_after_close_notify_sticks(void **state)
+{
+    (void)state;
+    uint8_t a[32] = {3}, b[32] = {4};
+    struct tls13 srv, cli;
+    assert_int_equal(tls13_init(&srv, 0x1301, a, b, 32, 0), 0);
+    assert_int_equal(tls13_init(&cli, 0x1301, b, a, 32, 0), 0);
+    struct net_buf back = {0}, good = {0};
+    uint8_t scratch[TLS13_SCRATCH];
+    struct pair p = {0};
+    tls13_close_notify(&srv, &back);
+    assert_true(back.len > 0);
+    net__buf_free(&back);
+    assert_int_equal(tls13_write(&cli, (const uint8_t *)"hello", 5, &good), 0);
+    good.data[7] ^= 1;
+    assert_int_equal(tls13_read(&srv, good.data, good.len, scratch, on_plain, &p, &back),
+                     TLS13_ERROR);
+    assert_int_equal(back.len, 0); /* no alert after close_notify */
+    good.data[7] ^= 1; /* the genuine record */
+    assert_int_equal(tls13_read(&srv, good.data, good.len, scratch, on_plain, &p, &back),
+                     TLS13_ERROR);
+    assert_int_equal(p.got_len, 0);
+    net__buf_free(&good);
+    tls13_wipe(&srv);
+    tls13_wipe(&cli);
+}
+
 /* The client's record with one bit flipped: a fatal bad_record_mac goes
  * back, the client sees it, and the server reads nothing more. */
 static void test_tampered_record(void **state)
@@ -578,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_key_update_from_server),
         cmocka_unit_test(test_close_notify_both_ways),
         cmocka_unit_test(test_tampered_record),
+        cmocka_unit_test(test_error_after_close_notify_sticks),
         cmocka_unit_test(test_malformed_headers),
         cmocka_unit_test(test_refused_inner_content),
         cmocka_unit_test(test_expand_label_rfc8448),

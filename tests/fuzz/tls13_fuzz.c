@@ -5,7 +5,7 @@
  * buffers, so records authenticate and the fuzzer gets past the AEAD to
  * inner types, padding, alerts and KeyUpdate.
  *
- * Input: one byte of setup (bits 0-1: cipher suite 0x1301/0x1302/0x1303,
+ * Input: one byte of setup (bits 0-1: cipher suite 0x1301/0x1302/0x1303/0x1301,
  * bits 2-3: which ends start a few records short of the per-key limit,
  * bits 4-7: how few), then up to 64 operations, each an op byte (bits 0-2:
  * kind, bit 3: its flag) and its operands:
@@ -112,12 +112,12 @@ static uint8_t *content(struct input *in, size_t *len)
 /* --- model of the server end's reading (RFC 8446 section 5) ------------ */
 
 struct model {
-    struct net_buf data;  /* application data the server must deliver */
+    struct net_buf data; /* application data the server must deliver */
     enum tls13_result result;
-    bool done;            /* a record ended the connection; later ones do not count */
-    bool own_fail;        /* the server failed itself (and sends an alert unless shut) */
-    bool ku;              /* the last record was a KeyUpdate: the client's key moves on */
-    size_t answers;       /* KeyUpdates with update_requested */
+    bool done;      /* a record ended the connection; later ones do not count */
+    bool own_fail;  /* the server failed itself (and sends an alert unless shut) */
+    bool ku;        /* the last record was a KeyUpdate: the client's key moves on */
+    size_t answers; /* KeyUpdates with update_requested */
 };
 
 static void model_fail(struct model *m, bool own)
@@ -183,8 +183,7 @@ static void model_record(struct model *m, const uint8_t hdr[3], size_t body_len,
 
 /* The records tls13_seal makes of data (KeyUpdates it adds on its own are
  * invisible to the reader). */
-static void model_seal(struct model *m, uint8_t type, const uint8_t *data, size_t len,
-                       uint8_t *tmp)
+static void model_seal(struct model *m, uint8_t type, const uint8_t *data, size_t len, uint8_t *tmp)
 {
     static const uint8_t hdr[3] = {TLS13_APPDATA, 3, 3};
     do {
@@ -235,13 +234,13 @@ struct run {
     struct tls13 srv, cli;
     size_t suite; /* index into suite_ids */
     size_t hash_len, key_len;
-    uint8_t *scratch; /* TLS13_SCRATCH bytes, shared by both ends as a thread's would be */
-    uint8_t *tmp;     /* for the model */
+    uint8_t *scratch;       /* TLS13_SCRATCH bytes, shared by both ends as a thread's would be */
+    uint8_t *tmp;           /* for the model */
     struct net_buf srv_out; /* server to client, not yet read by the client */
     struct net_buf cli_out; /* what the client end answers: must stay empty */
     struct net_buf s2c;     /* application data the server wrote, not yet read back */
     size_t s2c_got;
-    struct net_buf last;    /* the last records the client sent, for replay */
+    struct net_buf last; /* the last records the client sent, for replay */
     struct sink sink;
     enum tls13_result srv_state, cli_state;
     enum alert_sent srv_alert;
@@ -303,8 +302,8 @@ static enum tls13_result feed(struct run *r, struct tls13 *t, const uint8_t *p, 
 static bool same_dir(const struct tls13_dir *a, const struct tls13_dir *b)
 {
     return memcmp(a->secret, b->secret, sizeof(a->secret)) == 0 &&
-           memcmp(a->key, b->key, sizeof(a->key)) == 0 && memcmp(a->iv, b->iv, sizeof(a->iv)) == 0 &&
-           a->seq == b->seq;
+           memcmp(a->key, b->key, sizeof(a->key)) == 0 &&
+           memcmp(a->iv, b->iv, sizeof(a->iv)) == 0 && a->seq == b->seq;
 }
 
 /* The client end's side of a KeyUpdate it sent (tls13_seal does not move
@@ -338,6 +337,8 @@ static void to_server(struct run *r, const uint8_t *wire, size_t len, uint8_t ch
     size_t grew = r->srv_out.len - out_before;
     if (shut && grew != 0)
         abort(); /* nothing goes out after close_notify */
+    /* An ERROR is fatal (failed: nothing more read or written), also once
+     * our close_notify is out; a CLOSED is remembered. */
     if ((res == TLS13_ERROR) != r->srv.failed || (res == TLS13_CLOSED) != r->srv.closed)
         abort();
     if (res != TLS13_OK && r->srv.in.len != 0)
@@ -350,8 +351,9 @@ static void to_server(struct run *r, const uint8_t *wire, size_t len, uint8_t ch
     } else if (m) {
         if (res != m->result || s->got != m->data.len)
             abort();
-        size_t want_out = shut ? 0 : m->answers * KEY_UPDATE_RECORD +
-                                         (res == TLS13_ERROR && m->own_fail ? ALERT_RECORD : 0);
+        size_t want_out = shut ? 0
+                               : m->answers * KEY_UPDATE_RECORD +
+                                     (res == TLS13_ERROR && m->own_fail ? ALERT_RECORD : 0);
         if (grew != want_out)
             abort();
         if (res == TLS13_OK && r->srv.in.len != 0)
@@ -368,8 +370,8 @@ static void to_server(struct run *r, const uint8_t *wire, size_t len, uint8_t ch
 static void to_client(struct run *r, uint8_t chunk)
 {
     if (r->cli_state == TLS13_OK) {
-        enum tls13_result res =
-            feed(r, &r->cli, r->srv_out.data, r->srv_out.len, chunk, on_client_plain, r, &r->cli_out);
+        enum tls13_result res = feed(r, &r->cli, r->srv_out.data, r->srv_out.len, chunk,
+                                     on_client_plain, r, &r->cli_out);
         if (r->cli_out.len != 0)
             abort(); /* the server never asks for an answer */
         enum tls13_result want = TLS13_OK;
@@ -392,8 +394,8 @@ static void to_client(struct run *r, uint8_t chunk)
 
 /* Has the client end seal content, checks the bytes it made, and hands
  * them to the server; a flipped byte (flip != 0) at pos. */
-static void client_seal(struct run *r, uint8_t type, const uint8_t *data, size_t len,
-                        uint8_t chunk, size_t pos, uint8_t flip)
+static void client_seal(struct run *r, uint8_t type, const uint8_t *data, size_t len, uint8_t chunk,
+                        size_t pos, uint8_t flip)
 {
     net__buf_free(&r->last);
     if (r->cli.shut || r->cli.failed) {
@@ -471,6 +473,8 @@ static void client_inner(struct run *r, const uint8_t hdr[3], const uint8_t *inn
 static void server_write(struct run *r, const uint8_t *data, size_t len)
 {
     size_t before = r->srv_out.len;
+    uint64_t seq = r->srv.tx.seq;
+    size_t want = seal_len(&seq, len);
     int rc = tls13_write(&r->srv, data, len, &r->srv_out);
     if (len == 0) {
         if (rc != 0 || r->srv_out.len != before)
@@ -482,8 +486,6 @@ static void server_write(struct run *r, const uint8_t *data, size_t len)
             abort();
         return;
     }
-    uint64_t seq = r->srv.tx.seq;
-    size_t want = seal_len(&seq, len);
     if (rc != 0 || r->srv_out.len - before != want || r->srv.tx.seq != seq)
         abort();
     net__buf_append(&r->s2c, data, len);
@@ -502,8 +504,7 @@ static void server_close(struct run *r)
 
 static void run_ops(struct run *r, struct input *in)
 {
-    for (int i = 0; i < MAX_OPS && in->n > 0 && r->srv_state == TLS13_OK && !r->sink.stopped;
-         i++) {
+    for (int i = 0; i < MAX_OPS && in->n > 0 && r->srv_state == TLS13_OK && !r->sink.stopped; i++) {
         uint8_t op = u8(in);
         bool flag = op & OP_FLAG;
         size_t len = 0;
@@ -621,10 +622,9 @@ static void finish(struct run *r, struct input *in)
     server_write(r, bye, sizeof(bye) - 1);
     server_close(r);
     to_client(r, u8(in));
-    if (r->cli_state != TLS13_OK &&
-        (tls13_read(&r->cli, junk, sizeof(junk), r->scratch, on_client_plain, r, &r->cli_out) !=
-             r->cli_state ||
-         r->cli_out.len != 0))
+    if (r->cli_state != TLS13_OK && (tls13_read(&r->cli, junk, sizeof(junk), r->scratch,
+                                                on_client_plain, r, &r->cli_out) != r->cli_state ||
+                                     r->cli_out.len != 0))
         abort();
 }
 
