@@ -537,6 +537,12 @@ static void conn_input(struct net_conn *c, const uint8_t *data, size_t len)
         return;
     }
     mark_dirty(c);
+    /* TLS's own answers (KeyUpdate) to a peer that does not read must not
+     * pile up either. */
+    if (conn_pending(c) > c->nl->limits.max_send_queue + 65536) {
+        stat_add(&c->nl->send_queue_drops, 1);
+        conn_abort(c);
+    }
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)

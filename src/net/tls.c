@@ -187,8 +187,10 @@ static bool move_to_tls13(struct net_tls *t, size_t sent_from, struct net_buf *o
     size_t secret_len = 0;
     if (t->got != 3 || SSL_version(ssl) != TLS1_3_VERSION || SSL_has_pending(ssl) || !cipher ||
         !tls13_suite_supported(SSL_CIPHER_get_protocol_id(cipher), &secret_len) ||
-        secret_len != t->secret_len)
+        secret_len != t->secret_len) {
+        tls13_wipe(&t->rl); /* the parked secrets: OpenSSL keeps its own */
         return false;
+    }
     uint8_t rx[TLS13_SECRET_MAX], tx[TLS13_SECRET_MAX];
     memcpy(rx, t->rl.rx.secret, secret_len);
     memcpy(tx, t->rl.tx.secret, secret_len);

@@ -49,6 +49,7 @@ static const struct suite {
 static EVP_CIPHER *fetched[NSUITES];
 static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
 static pthread_key_t ctx_key;
+static bool have_key; /* pthread_key_create succeeded */
 
 struct thread_ctx {
     EVP_CIPHER_CTX *c[NSUITES];
@@ -66,15 +67,16 @@ static void fetch_all(void)
 {
     for (size_t i = 0; i < NSUITES; i++)
         fetched[i] = EVP_CIPHER_fetch(NULL, suites[i].cipher, NULL);
-    (void)pthread_key_create(&ctx_key, thread_ctx_free);
+    have_key = pthread_key_create(&ctx_key, thread_ctx_free) == 0;
 }
 
-/* This thread's context for suite s, set up for the cipher (no key yet),
- * or NULL if OpenSSL cannot provide it. */
+/* This thread's context for suite s, set up for the cipher, or NULL if
+ * OpenSSL cannot provide it. It keeps the key schedule of the last record
+ * it sealed or opened until it is keyed again or its thread exits. */
 static EVP_CIPHER_CTX *cipher_ctx(size_t s)
 {
     pthread_once(&fetch_once, fetch_all);
-    if (!fetched[s])
+    if (!have_key || !fetched[s])
         return NULL;
     struct thread_ctx *tc = pthread_getspecific(ctx_key);
     if (!tc) {
@@ -128,14 +130,21 @@ int tls13_expand_label(size_t hash_len, const uint8_t *secret, const char *label
     return 0;
 }
 
-/* The key and IV of d from its secret (section 7.3), sequence back to 0. */
-static int derive_keys(const struct suite *s, struct tls13_dir *d)
+/* d's key and IV from secret (section 7.3), sequence back to 0; d is
+ * changed only if every step succeeds, so a failure never leaves a new
+ * sequence number beside an old key. */
+static int set_dir(const struct suite *s, struct tls13_dir *d, const uint8_t *secret)
 {
-    d->seq = 0;
-    if (tls13_expand_label(s->hash_len, d->secret, "key", d->key, s->key_len) != 0 ||
-        tls13_expand_label(s->hash_len, d->secret, "iv", d->iv, sizeof(d->iv)) != 0)
-        return PARLEY_ETLS;
-    return 0;
+    struct tls13_dir n = {0};
+    memcpy(n.secret, secret, s->hash_len);
+    int rc = 0;
+    if (tls13_expand_label(s->hash_len, n.secret, "key", n.key, s->key_len) != 0 ||
+        tls13_expand_label(s->hash_len, n.secret, "iv", n.iv, sizeof(n.iv)) != 0)
+        rc = PARLEY_ETLS;
+    else
+        *d = n;
+    OPENSSL_cleanse(&n, sizeof(n));
+    return rc;
 }
 
 /* The next generation of d's secret (section 7.2) and its keys. */
@@ -143,10 +152,8 @@ static int update_dir(const struct suite *s, struct tls13_dir *d)
 {
     uint8_t next[TLS13_SECRET_MAX];
     int rc = tls13_expand_label(s->hash_len, d->secret, "traffic upd", next, s->hash_len);
-    if (rc == 0) {
-        memcpy(d->secret, next, s->hash_len);
-        rc = derive_keys(s, d);
-    }
+    if (rc == 0)
+        rc = set_dir(s, d, next);
     OPENSSL_cleanse(next, sizeof(next));
     return rc;
 }
@@ -173,9 +180,7 @@ int tls13_init(struct tls13 *t, uint16_t suite_id, const uint8_t *rx_secret,
     if (i == NSUITES || secret_len != suites[i].hash_len || tx_seq >= REKEY_AFTER)
         return PARLEY_EINVAL;
     t->suite = (uint8_t)i;
-    memcpy(t->rx.secret, rx_secret, secret_len);
-    memcpy(t->tx.secret, tx_secret, secret_len);
-    if (derive_keys(&suites[i], &t->rx) != 0 || derive_keys(&suites[i], &t->tx) != 0) {
+    if (set_dir(&suites[i], &t->rx, rx_secret) != 0 || set_dir(&suites[i], &t->tx, tx_secret) != 0) {
         tls13_wipe(t);
         return PARLEY_ETLS;
     }
@@ -232,14 +237,19 @@ static int seal_one(struct tls13 *t, uint8_t type, const uint8_t *data, size_t l
     return 0;
 }
 
-/* Our KeyUpdate (update_requested 0 or 1) under the current key, then the
- * next key for what follows. */
-static int send_key_update(struct tls13 *t, uint8_t request, struct net_buf *out)
+/* Our KeyUpdate (update_not_requested) under the current key, then the
+ * next key for what follows. On failure nothing more may be sealed: the
+ * connection is marked failed (no alert). */
+static int send_key_update(struct tls13 *t, struct net_buf *out)
 {
-    const uint8_t msg[5] = {HS_KEY_UPDATE, 0, 0, 1, request};
-    if (seal_one(t, TLS13_HANDSHAKE, msg, sizeof(msg), out) != 0)
+    static const uint8_t msg[5] = {HS_KEY_UPDATE, 0, 0, 1, 0};
+    t->reply_update = false;
+    if (seal_one(t, TLS13_HANDSHAKE, msg, sizeof(msg), out) != 0 ||
+        update_dir(&suites[t->suite], &t->tx) != 0) {
+        t->failed = true;
         return PARLEY_ETLS;
-    return update_dir(&suites[t->suite], &t->tx);
+    }
+    return 0;
 }
 
 /* A fatal alert, sent if the keys still allow it; nothing more after. */
@@ -259,11 +269,11 @@ int tls13_seal(struct tls13 *t, uint8_t type, const uint8_t *data, size_t len,
 {
     if (t->failed || t->shut)
         return PARLEY_ETLS;
+    if (t->reply_update && send_key_update(t, out) != 0)
+        return PARLEY_ETLS;
     do {
-        if (t->tx.seq >= REKEY_AFTER && send_key_update(t, 0, out) != 0) {
-            t->failed = true;
+        if (t->tx.seq >= REKEY_AFTER && send_key_update(t, out) != 0)
             return PARLEY_ETLS;
-        }
         size_t n = len < TLS13_MAX_PLAIN ? len : TLS13_MAX_PLAIN;
         if (seal_one(t, type, data, n, out) != 0) {
             t->failed = true;
@@ -314,15 +324,16 @@ static enum tls13_result open_one(struct tls13 *t, const uint8_t *hdr, const uin
     t->rx.seq++;
     if (t->rx.seq == 0)
         return fail(t, ALERT_INTERNAL_ERROR, out); /* 2^64 records: cannot happen */
-    /* TLSInnerPlaintext: content, type, zero padding. */
+    /* TLSInnerPlaintext: content, type, zero padding; at most 2^14 + 1
+     * bytes in all (section 5.4). */
+    if (clen > TLS13_MAX_PLAIN + 1)
+        return fail(t, ALERT_RECORD_OVERFLOW, out);
     size_t n = clen;
     while (n > 0 && scratch[n - 1] == 0)
         n--;
     if (n == 0)
         return fail(t, ALERT_UNEXPECTED_MESSAGE, out);
     uint8_t type = scratch[--n];
-    if (n > TLS13_MAX_PLAIN)
-        return fail(t, ALERT_RECORD_OVERFLOW, out);
     switch (type) {
     case TLS13_APPDATA:
         if (n > 0 && !cb(arg, scratch, n))
@@ -351,8 +362,10 @@ static enum tls13_result open_one(struct tls13 *t, const uint8_t *hdr, const uin
             return fail(t, ALERT_ILLEGAL_PARAMETER, out);
         if (update_dir(&suites[t->suite], &t->rx) != 0)
             return fail(t, ALERT_INTERNAL_ERROR, out);
-        if (scratch[4] == 1 && !t->shut && send_key_update(t, 0, out) != 0)
-            return fail(t, ALERT_INTERNAL_ERROR, out);
+        /* Our answer goes out once, at the end of this read or before
+         * our next record, however many requests came meanwhile. */
+        if (scratch[4] == 1 && !t->shut)
+            t->reply_update = true;
         return TLS13_OK;
     default:
         return fail(t, ALERT_UNEXPECTED_MESSAGE, out);
@@ -429,5 +442,7 @@ enum tls13_result tls13_read(struct tls13 *t, const uint8_t *data, size_t len, u
         if (r != TLS13_OK)
             return r;
     }
+    if (t->reply_update && !t->shut && send_key_update(t, out) != 0)
+        return TLS13_ERROR;
     return TLS13_OK;
 }

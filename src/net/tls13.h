@@ -9,8 +9,9 @@
  *
  * Handled after the handshake: application data, alerts (close_notify,
  * user_canceled; any other alert ends the connection), and KeyUpdate in
- * both directions (answered when the peer requests it, sent by us before
- * 2^24 records under one key, below AES-GCM's limit). Anything else
+ * both directions (answered once when the peer requests it, however often
+ * it asks before our next record; sent by us before 2^24 records under one
+ * key, below AES-GCM's limit). Anything else
  * (a post-handshake message other than KeyUpdate, a record that does not
  * authenticate, a malformed or oversized record) is a fatal error: a fatal
  * alert goes out, encrypted, and nothing more is read or written. */
@@ -57,6 +58,7 @@ struct tls13 {
     bool failed;       /* a fatal error was met or sent: nothing more in or out */
     bool closed;       /* close_notify received */
     bool shut;         /* close_notify sent: nothing more out, reading goes on */
+    bool reply_update; /* the peer asked for our KeyUpdate; not yet sent */
 };
 
 /* Whether tls13 can run the TLS 1.3 cipher suite with IANA number id

@@ -346,6 +346,27 @@ static void test_key_update_from_client(void **state)
     pair_close(&p);
 }
 
+/* Several requests in one read get one answer: a peer that asks again
+ * and again without reading cannot make us queue an answer for each. */
+static void test_key_update_requests_coalesce(void **state)
+{
+    (void)state;
+    struct pair p;
+    pair_open(&p, -1, NULL, 0);
+    pair_handshake(&p);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(SSL_key_update(p.c, SSL_KEY_UPDATE_REQUESTED), 1);
+        assert_int_equal(SSL_write(p.c, "k", 1), 1);
+    }
+    to_server(&p);
+    assert_int_equal(p.last, NET_TLS_OK);
+    assert_int_equal(p.got_len, 5);
+    assert_int_equal(p.s_out.len, 5 + 5 + 1 + 16); /* one KeyUpdate record */
+    server_sends(&p, 1000, 1);
+    client_sends(&p, 1000, 2);
+    pair_close(&p);
+}
+
 /* Before AES-GCM's limit of records per key the server updates its own
  * key, unasked; the client follows. */
 static void test_key_update_from_server(void **state)
@@ -604,6 +625,7 @@ int main(void)
         cmocka_unit_test(test_data_pipelined_after_finished),
         cmocka_unit_test(test_split_reads),
         cmocka_unit_test(test_key_update_from_client),
+        cmocka_unit_test(test_key_update_requests_coalesce),
         cmocka_unit_test(test_key_update_from_server),
         cmocka_unit_test(test_close_notify_both_ways),
         cmocka_unit_test(test_tampered_record),

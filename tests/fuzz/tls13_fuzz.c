@@ -117,7 +117,7 @@ struct model {
     bool done;      /* a record ended the connection; later ones do not count */
     bool own_fail;  /* the server failed itself (and sends an alert unless shut) */
     bool ku;        /* the last record was a KeyUpdate: the client's key moves on */
-    size_t answers; /* KeyUpdates with update_requested */
+    size_t answers; /* KeyUpdates with update_requested (answered once per read call) */
 };
 
 static void model_fail(struct model *m, bool own)
@@ -138,6 +138,10 @@ static void model_record(struct model *m, const uint8_t hdr[3], size_t body_len,
         body_len < 1 + TAG || m->ku) {
         /* A bad header, or sealed under the key a KeyUpdate before it in
          * the same batch ended (the client has not moved on yet). */
+        model_fail(m, true);
+        return;
+    }
+    if (len > TLS13_MAX_PLAIN + 1) { /* content, type and padding: 2^14 + 1 at most */
         model_fail(m, true);
         return;
     }
@@ -351,11 +355,19 @@ static void to_server(struct run *r, const uint8_t *wire, size_t len, uint8_t ch
     } else if (m) {
         if (res != m->result || s->got != m->data.len)
             abort();
-        size_t want_out = shut ? 0
-                               : m->answers * KEY_UPDATE_RECORD +
-                                     (res == TLS13_ERROR && m->own_fail ? ALERT_RECORD : 0);
-        if (grew != want_out)
+        /* Requests are answered with one KeyUpdate at the end of each read
+         * call that saw any (so at least one if the feed ended well, at
+         * most one per request), then our alert if we failed. */
+        size_t alert = !shut && res == TLS13_ERROR && m->own_fail ? ALERT_RECORD : 0;
+        if (grew < alert || (grew - alert) % KEY_UPDATE_RECORD != 0)
             abort();
+        size_t replies = (grew - alert) / KEY_UPDATE_RECORD;
+        if (replies > (shut ? 0 : m->answers))
+            abort();
+        if (res == TLS13_OK && !shut && (replies > 0) != (m->answers > 0))
+            abort();
+        if (res == TLS13_OK && r->srv.reply_update)
+            abort(); /* a read that ended well leaves no answer pending */
         if (res == TLS13_OK && r->srv.in.len != 0)
             abort();
     }
@@ -474,7 +486,12 @@ static void server_write(struct run *r, const uint8_t *data, size_t len)
 {
     size_t before = r->srv_out.len;
     uint64_t seq = r->srv.tx.seq;
-    size_t want = seal_len(&seq, len);
+    size_t want = 0;
+    if (r->srv.reply_update) { /* an answer still owed goes first */
+        want = KEY_UPDATE_RECORD;
+        seq = 0;
+    }
+    want += seal_len(&seq, len);
     int rc = tls13_write(&r->srv, data, len, &r->srv_out);
     if (len == 0) {
         if (rc != 0 || r->srv_out.len != before)
@@ -496,7 +513,13 @@ static void server_close(struct run *r)
     size_t before = r->srv_out.len;
     bool quiet = r->srv.failed || r->srv.shut;
     uint64_t seq = r->srv.tx.seq;
-    size_t want = quiet ? 0 : seal_len(&seq, 2);
+    size_t want = 0;
+    if (!quiet && r->srv.reply_update) { /* an answer still owed goes first */
+        want = KEY_UPDATE_RECORD;
+        seq = 0;
+    }
+    if (!quiet)
+        want += seal_len(&seq, 2);
     tls13_close_notify(&r->srv, &r->srv_out);
     if (r->srv_out.len - before != want || (!quiet && !r->srv.shut))
         abort();
