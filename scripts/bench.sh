@@ -3,7 +3,8 @@
 # make bench: starts a fresh parleyd (plaintext, 127.0.0.1, port 0, a
 # temporary data directory, bench/parleyd.conf), runs a short suite of
 # parley-bench scenarios against it (under 3 minutes), prints one table,
-# and stops the server by its PID. Each run's JSON is kept in the printed
+# and stops the server by its PID. The TLS rows run against a second fresh
+# parleyd, with TLS, started after the plaintext one is stopped. Each run's JSON is kept in the printed
 # directory only when BENCH_KEEP=1.
 set -euo pipefail
 
@@ -28,35 +29,63 @@ done
 command -v jq >/dev/null || { echo "bench: jq is needed (scripts/deps.sh installs it)" >&2; exit 1; }
 
 "$BUILD/parleyd" --check-config "$CONF" >/dev/null
-mkdir -p "$T/data"
-"$BUILD/parleyd" --config "$CONF" --listen 127.0.0.1:0 --data "$T/data" --plaintext \
-    >"$T/parleyd.out" 2>"$T/parleyd.err" &
-SERVER_PID=$!
-for _ in $(seq 1 200); do
-    grep -q "^parleyd: listening on " "$T/parleyd.out" 2>/dev/null && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { echo "bench: parleyd exited:" >&2; cat "$T/parleyd.err" >&2; exit 1; }
-    sleep 0.05
-done
-LINE=$(grep "^parleyd: listening on " "$T/parleyd.out" | head -1)
-[ -n "$LINE" ] || { echo "bench: parleyd did not get ready" >&2; exit 1; }
-URL="http://127.0.0.1:${LINE##*:}"
-echo "bench: parleyd $SERVER_PID at $URL, $(nproc) cores, config bench/parleyd.conf"
 
-# name|scenario and options
+# start_server plain|tls: a fresh parleyd with its own data directory; sets
+# SERVER_PID, URL and MODE.
+start_server() {
+    local mode=$1 flag=--plaintext scheme=http
+    [ "$mode" = tls ] && { flag=""; scheme=https; }
+    mkdir -p "$T/data-$mode"
+    # shellcheck disable=SC2086
+    "$BUILD/parleyd" --config "$CONF" --listen 127.0.0.1:0 --data "$T/data-$mode" $flag \
+        >"$T/parleyd-$mode.out" 2>"$T/parleyd-$mode.err" &
+    SERVER_PID=$!
+    for _ in $(seq 1 200); do
+        grep -q "^parleyd: listening on " "$T/parleyd-$mode.out" 2>/dev/null && break
+        kill -0 "$SERVER_PID" 2>/dev/null || { echo "bench: parleyd exited:" >&2; cat "$T/parleyd-$mode.err" >&2; exit 1; }
+        sleep 0.05
+    done
+    local line
+    line=$(grep "^parleyd: listening on " "$T/parleyd-$mode.out" | head -1)
+    [ -n "$line" ] || { echo "bench: parleyd did not get ready" >&2; exit 1; }
+    URL="$scheme://127.0.0.1:${line##*:}"
+    MODE=$mode
+    echo "bench: parleyd $SERVER_PID at $URL, $(nproc) cores, config bench/parleyd.conf" >&2
+}
+
+# stop_server: stops it by its PID; a non-zero exit is reported.
+stop_server() {
+    kill -TERM "$SERVER_PID"
+    local rc=0
+    wait "$SERVER_PID" || rc=$?
+    SERVER_PID=""
+    [ "$rc" -eq 0 ] || echo "bench: parleyd exited with status $rc" >&2
+}
+
+start_server plain
+
+# name|server (plain or tls)|scenario and options
 SUITE=(
-    "signup-max|signup --max --concurrency 64 --duration 15"
-    "signup-rate|signup --rate 1000 --duration 10"
-    "msgs-closed|msgs --pairs 50 --window 8 --size 100 --duration 20"
-    "msgs-open|msgs --pairs 50 --rate 5000 --window 64 --size 100 --duration 20"
-    "secret|secret --pairs 50 --window 8 --size 200 --duration 10"
-    "idle|idle --conns 5000 --hold 15 --accounts 200"
-    "surge|surge --pairs 100 --rate 2000 --signup-rate 3000 --duration 30"
+    "signup-max|plain|signup --max --concurrency 64 --duration 15"
+    "signup-rate|plain|signup --rate 1000 --duration 10"
+    "msgs-closed|plain|msgs --pairs 50 --window 8 --size 100 --duration 20"
+    "msgs-open|plain|msgs --pairs 50 --rate 5000 --window 64 --size 100 --duration 20"
+    "secret|plain|secret --pairs 50 --window 8 --size 200 --duration 10"
+    "idle|plain|idle --conns 5000 --hold 15 --accounts 200"
+    "surge|plain|surge --pairs 100 --rate 2000 --signup-rate 3000 --duration 30"
+    "idle-tls|tls|idle --conns 5000 --hold 10 --accounts 200 --tls"
 )
 
 i=0
 for entry in "${SUITE[@]}"; do
     name=${entry%%|*}
-    args=${entry#*|}
+    rest=${entry#*|}
+    mode=${rest%%|*}
+    args=${rest#*|}
+    if [ "$mode" != "$MODE" ]; then
+        stop_server
+        start_server "$mode"
+    fi
     echo "bench: $name: parley-bench $args" >&2
     # shellcheck disable=SC2086
     if ! "$BUILD/parley-bench" --server "$URL" --server-pid "$SERVER_PID" \
@@ -66,7 +95,7 @@ for entry in "${SUITE[@]}"; do
         echo '{}' >"$T/$i.json"
     fi
     jq -c --arg name "$name" '. + {name: $name}' "$T/$i.json" >>"$T/all.jsonl"
-    kill -0 "$SERVER_PID" 2>/dev/null || { echo "bench: parleyd died during $name" >&2; cat "$T/parleyd.err" >&2; SERVER_PID=""; exit 1; }
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "bench: parleyd died during $name" >&2; cat "$T/parleyd-$MODE.err" >&2; SERVER_PID=""; exit 1; }
     i=$((i + 1))
 done
 
@@ -92,8 +121,4 @@ jq -r -s '
     printf "%-12s %10s %8s %8s %8s %8s %9s %5s %4s %6s %9s %11s  %s\n",
            $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 }'
 
-kill -TERM "$SERVER_PID"
-rc=0
-wait "$SERVER_PID" || rc=$?
-SERVER_PID=""
-[ "$rc" -eq 0 ] || echo "bench: parleyd exited with status $rc" >&2
+stop_server
