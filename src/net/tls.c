@@ -17,11 +17,11 @@
 #include "common/banned.h"
 
 struct net_tls {
-    SSL *ssl;     /* until the move to rl; for good on TLS 1.2 */
+    SSL *ssl; /* until the move to rl; for good on TLS 1.2 */
     struct tls13 rl;
     bool compact; /* on rl, ssl freed */
     uint8_t secret_len;
-    uint8_t got;  /* bit 0: the client's traffic secret, bit 1: the server's */
+    uint8_t got; /* bit 0: the client's traffic secret, bit 1: the server's */
     /* During the handshake the key log callback parks the two traffic
      * secrets in rl.rx.secret and rl.tx.secret; tls13_init takes them. */
 };

@@ -180,7 +180,8 @@ int tls13_init(struct tls13 *t, uint16_t suite_id, const uint8_t *rx_secret,
     if (i == NSUITES || secret_len != suites[i].hash_len || tx_seq >= REKEY_AFTER)
         return PARLEY_EINVAL;
     t->suite = (uint8_t)i;
-    if (set_dir(&suites[i], &t->rx, rx_secret) != 0 || set_dir(&suites[i], &t->tx, tx_secret) != 0) {
+    if (set_dir(&suites[i], &t->rx, rx_secret) != 0 ||
+        set_dir(&suites[i], &t->tx, tx_secret) != 0) {
         tls13_wipe(t);
         return PARLEY_ETLS;
     }
@@ -264,8 +265,7 @@ static enum tls13_result fail(struct tls13 *t, uint8_t desc, struct net_buf *out
     return TLS13_ERROR;
 }
 
-int tls13_seal(struct tls13 *t, uint8_t type, const uint8_t *data, size_t len,
-               struct net_buf *out)
+int tls13_seal(struct tls13 *t, uint8_t type, const uint8_t *data, size_t len, struct net_buf *out)
 {
     if (t->failed || t->shut)
         return PARLEY_ETLS;
@@ -305,8 +305,8 @@ void tls13_close_notify(struct tls13 *t, struct net_buf *out)
 /* Decrypts one whole record (hdr: its 5 header bytes, body: its body)
  * into scratch and acts on it. Sets *stop when cb asked to stop. */
 static enum tls13_result open_one(struct tls13 *t, const uint8_t *hdr, const uint8_t *body,
-                                  size_t body_len, uint8_t *scratch, tls13_plain_cb *cb,
-                                  void *arg, struct net_buf *out, bool *stop)
+                                  size_t body_len, uint8_t *scratch, tls13_plain_cb *cb, void *arg,
+                                  struct net_buf *out, bool *stop)
 {
     EVP_CIPHER_CTX *c = cipher_ctx(t->suite);
     if (!c)
@@ -348,7 +348,7 @@ static enum tls13_result open_one(struct tls13 *t, const uint8_t *hdr, const uin
         }
         if (scratch[1] == ALERT_USER_CANCELED)
             return TLS13_OK; /* a close_notify follows */
-        t->failed = true;   /* the peer's fatal alert: no answer */
+        t->failed = true;    /* the peer's fatal alert: no answer */
         net__buf_free(&t->in);
         return TLS13_ERROR;
     case TLS13_HANDSHAKE:

@@ -25,18 +25,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TLS13_MAX_PLAIN 16384                     /* 2^14: one record's content */
-#define TLS13_MAX_CIPHER (TLS13_MAX_PLAIN + 256)  /* 2^14 + 256: a record's body */
+#define TLS13_MAX_PLAIN 16384                    /* 2^14: one record's content */
+#define TLS13_MAX_CIPHER (TLS13_MAX_PLAIN + 256) /* 2^14 + 256: a record's body */
 #define TLS13_HEADER 5
 #define TLS13_SCRATCH TLS13_MAX_CIPHER /* what tls13_read needs of its scratch */
 #define TLS13_SECRET_MAX 48            /* SHA-384 */
 
 /* Inner content types (RFC 8446 section 5.1). */
-enum {
-    TLS13_ALERT = 21,
-    TLS13_HANDSHAKE = 22,
-    TLS13_APPDATA = 23
-};
+enum { TLS13_ALERT = 21, TLS13_HANDSHAKE = 22, TLS13_APPDATA = 23 };
 
 enum tls13_result {
     TLS13_OK = 0,     /* go on */
@@ -94,8 +90,7 @@ PL_NODISCARD int tls13_seal(struct tls13 *t, uint8_t type, const uint8_t *data, 
                             struct net_buf *out);
 
 /* Application data: tls13_seal with TLS13_APPDATA. */
-PL_NODISCARD int tls13_write(struct tls13 *t, const uint8_t *data, size_t len,
-                             struct net_buf *out);
+PL_NODISCARD int tls13_write(struct tls13 *t, const uint8_t *data, size_t len, struct net_buf *out);
 
 /* Appends an encrypted close_notify alert to out (once; nothing after a
  * fatal error). */

@@ -38,8 +38,8 @@ static SSL_CTX *server_ctx(int num_tickets)
     X509_gmtime_adj(X509_getm_notBefore(x), 0);
     X509_gmtime_adj(X509_getm_notAfter(x), 3600);
     X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1,
-                               -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1,
+                               0);
     X509_set_issuer_name(x, name);
     X509_set_pubkey(x, key);
     assert_true(X509_sign(x, key, EVP_sha256()) > 0);
@@ -61,12 +61,12 @@ struct pair {
     SSL *c;
     BIO *c_in, *c_out; /* the client's read and write BIOs (ours to feed and drain) */
     struct net_tls *s;
-    struct net_buf s_out;      /* what the server wrote, not yet given to the client */
+    struct net_buf s_out; /* what the server wrote, not yet given to the client */
     uint8_t scratch[NET_TLS_SCRATCH];
-    uint8_t *got;              /* plaintext the server received */
+    uint8_t *got; /* plaintext the server received */
     size_t got_len;
-    enum net_tls_result last;  /* the server's last read result */
-    size_t step;               /* feed the server this many bytes per read (0: all) */
+    enum net_tls_result last; /* the server's last read result */
+    size_t step;              /* feed the server this many bytes per read (0: all) */
 };
 
 static bool on_plain(void *arg, const uint8_t *data, size_t len)
@@ -102,8 +102,7 @@ static void to_server(struct pair *p)
 static void to_client(struct pair *p)
 {
     if (p->s_out.len > 0)
-        assert_int_equal(BIO_write(p->c_in, p->s_out.data, (int)p->s_out.len),
-                         (int)p->s_out.len);
+        assert_int_equal(BIO_write(p->c_in, p->s_out.data, (int)p->s_out.len), (int)p->s_out.len);
     net__buf_free(&p->s_out);
 }
 
@@ -131,8 +130,7 @@ static void pair_open(struct pair *p, int num_tickets, const char *suites, int m
 
 static void pair_handshake(struct pair *p)
 {
-    for (int i = 0; i < 10 && !(SSL_is_init_finished(p->c) && net__tls_is_established(p->s));
-         i++) {
+    for (int i = 0; i < 10 && !(SSL_is_init_finished(p->c) && net__tls_is_established(p->s)); i++) {
         int rv = SSL_do_handshake(p->c);
         if (rv != 1)
             assert_int_equal(SSL_get_error(p->c, rv), SSL_ERROR_WANT_READ);
@@ -445,7 +443,7 @@ static void test_error_after_close_notify_sticks(void **state)
     assert_int_equal(tls13_read(&srv, good.data, good.len, scratch, on_plain, &p, &back),
                      TLS13_ERROR);
     assert_int_equal(back.len, 0); /* no alert after close_notify */
-    good.data[7] ^= 1; /* the genuine record */
+    good.data[7] ^= 1;             /* the genuine record */
     assert_int_equal(tls13_read(&srv, good.data, good.len, scratch, on_plain, &p, &back),
                      TLS13_ERROR);
     assert_int_equal(p.got_len, 0);
@@ -493,12 +491,12 @@ static void test_malformed_headers(void **state)
 {
     (void)state;
     static const uint8_t bad[][5] = {
-        {22, 3, 3, 0, 40},          /* a plaintext handshake record */
-        {20, 3, 3, 0, 1},           /* change_cipher_spec after Finished */
-        {23, 3, 1, 0, 40},          /* wrong legacy version */
-        {23, 3, 3, 0x41, 0x01},     /* 2^14 + 257: over the limit */
-        {23, 3, 3, 0, 16},          /* shorter than a tag and a type byte */
-        {23, 3, 3, 0, 0},           /* empty */
+        {22, 3, 3, 0, 40},      /* a plaintext handshake record */
+        {20, 3, 3, 0, 1},       /* change_cipher_spec after Finished */
+        {23, 3, 1, 0, 40},      /* wrong legacy version */
+        {23, 3, 3, 0x41, 0x01}, /* 2^14 + 257: over the limit */
+        {23, 3, 3, 0, 16},      /* shorter than a tag and a type byte */
+        {23, 3, 3, 0, 0},       /* empty */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct pair p;
@@ -533,16 +531,16 @@ static void test_refused_inner_content(void **state)
         size_t len;
         enum tls13_result want;
     } cases[] = {
-        {TLS13_HANDSHAKE, {4, 0, 0, 1, 0}, 5, TLS13_ERROR},    /* NewSessionTicket-like */
-        {TLS13_HANDSHAKE, {24, 0, 0, 1, 2}, 5, TLS13_ERROR},   /* update_requested 2 */
-        {TLS13_HANDSHAKE, {24, 0, 0, 2, 0, 0}, 6, TLS13_ERROR},/* wrong length */
-        {TLS13_HANDSHAKE, {24, 0, 0, 1}, 4, TLS13_ERROR},      /* cut short */
-        {TLS13_ALERT, {2, 40}, 2, TLS13_ERROR},                /* handshake_failure */
-        {TLS13_ALERT, {1, 0, 0}, 3, TLS13_ERROR},              /* three-byte alert */
-        {TLS13_ALERT, {1, 90}, 2, TLS13_OK},                   /* user_canceled */
-        {TLS13_ALERT, {1, 0}, 2, TLS13_CLOSED},                /* close_notify */
-        {20, {1}, 1, TLS13_ERROR},                             /* protected CCS */
-        {0, {0}, 0, TLS13_ERROR},                              /* padding only */
+        {TLS13_HANDSHAKE, {4, 0, 0, 1, 0}, 5, TLS13_ERROR},     /* NewSessionTicket-like */
+        {TLS13_HANDSHAKE, {24, 0, 0, 1, 2}, 5, TLS13_ERROR},    /* update_requested 2 */
+        {TLS13_HANDSHAKE, {24, 0, 0, 2, 0, 0}, 6, TLS13_ERROR}, /* wrong length */
+        {TLS13_HANDSHAKE, {24, 0, 0, 1}, 4, TLS13_ERROR},       /* cut short */
+        {TLS13_ALERT, {2, 40}, 2, TLS13_ERROR},                 /* handshake_failure */
+        {TLS13_ALERT, {1, 0, 0}, 3, TLS13_ERROR},               /* three-byte alert */
+        {TLS13_ALERT, {1, 90}, 2, TLS13_OK},                    /* user_canceled */
+        {TLS13_ALERT, {1, 0}, 2, TLS13_CLOSED},                 /* close_notify */
+        {20, {1}, 1, TLS13_ERROR},                              /* protected CCS */
+        {0, {0}, 0, TLS13_ERROR},                               /* padding only */
     };
     uint8_t a[32] = {1}, b[32] = {2};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
