@@ -174,10 +174,37 @@ int scenario_signup(struct bench *b, struct bench_result *r, json_t *extra)
 struct msgs_run {
     struct msgload m;
     int64_t t0, t_end;
+    int64_t last_progress_us; /* drain: when something last settled */
+    uint64_t progress;        /* drain: deliveries, acks and failures so far */
+    bool drain_capped;        /* the drain ended at its cap while messages still settled */
     int64_t keys_until_us; /* secret: the key uploads' deadline */
     double duration_s;
     bool ended;
 };
+
+/* The drain after the window: it ends once nothing is in flight, or once
+ * nothing has settled (delivered, acked, failed) for --drain-ms, so that
+ * what is still missing then is lost; or, while things still settle, at
+ * DRAIN_CAP_US, when what is in flight is reported as late, not lost. */
+#define DRAIN_CAP_US (120 * 1000000LL)
+
+static bool drain_done(struct bench *b, struct msgs_run *run, int64_t now)
+{
+    const struct msgload *m = &run->m;
+    uint64_t progress = m->delivered + m->acked + m->failed + m->acks;
+    if (progress != run->progress || run->last_progress_us == 0) {
+        run->progress = progress;
+        run->last_progress_us = now;
+    }
+    uint64_t inflight = msgload_inflight(m);
+    if (inflight == 0 || now - run->last_progress_us > (int64_t)b->opt.drain_ms * 1000)
+        return true;
+    if (now - run->t_end > DRAIN_CAP_US) {
+        run->drain_capped = true;
+        return true;
+    }
+    return false;
+}
 
 static void msgs_tick(struct bench *b)
 {
@@ -189,8 +216,7 @@ static void msgs_tick(struct bench *b)
         run->ended = true;
         run->t_end = now;
     }
-    if (run->ended &&
-        (msgload_inflight(&run->m) == 0 || now - run->t_end > (int64_t)b->opt.drain_ms * 1000))
+    if (run->ended && drain_done(b, run, now))
         bench_phase_end(b);
 }
 
@@ -200,7 +226,10 @@ static void msgs_fill(struct bench *b, struct msgs_run *run, struct bench_result
     r->duration_s = secs(run->t_end - run->t0);
     r->sent = m->sent;
     r->delivered = m->delivered;
-    r->lost = msgload_lost(m);
+    /* Missing at the end: lost if the stream had gone quiet, late if the
+     * drain's cap cut it short while messages still arrived. */
+    uint64_t missing = msgload_lost(m);
+    r->lost = run->drain_capped ? 0 : missing;
     r->duplicates = m->duplicates;
     r->errors = m->failed + m->conn_lost;
     r->per_s = r->duration_s > 0 ? (double)m->delivered_in_window / r->duration_s : 0;
@@ -212,6 +241,9 @@ static void msgs_fill(struct bench *b, struct msgs_run *run, struct bench_result
     set_int(extra, "acked", m->acked);
     set_int(extra, "send_errors", m->failed);
     set_int(extra, "capped", m->capped);
+    set_int(extra, "late", run->drain_capped ? missing : 0);
+    set_real(extra, "drain_s",
+             run->last_progress_us > run->t_end ? secs(run->last_progress_us - run->t_end) : 0);
     set_int(extra, "unexpected", m->unexpected);
     set_int(extra, "conn_lost", m->conn_lost);
     json_object_set_new(extra, "send_error_codes", bench_codes_json(m->by_code));
@@ -326,8 +358,7 @@ static void surge_tick(struct bench *b)
         mr->ended = true;
         mr->t_end = now;
     }
-    if (mr->ended &&
-        (msgload_inflight(&mr->m) == 0 || now - mr->t_end > (int64_t)b->opt.drain_ms * 1000))
+    if (mr->ended && drain_done(b, mr, now))
         bench_phase_end(b);
 }
 

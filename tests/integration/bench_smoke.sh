@@ -46,6 +46,7 @@ expect_eq "msgs: sent == delivered" "$(q msgs '.sent == .delivered')" true
 expect_eq "msgs: lost" "$(q msgs .lost)" 0
 expect_eq "msgs: duplicates" "$(q msgs .duplicates)" 0
 expect_eq "msgs: send errors" "$(q msgs .send_errors)" 0
+expect_eq "msgs: none late, drain time reported" "$(q msgs '.late == 0 and (.drain_s | type) == "number"')" true
 
 run msgs_open msgs --pairs 5 --rate 200 --duration 3
 expect_eq "msgs open loop: sent == delivered" "$(q msgs_open '.sent == .delivered and .sent > 0')" true
