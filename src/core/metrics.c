@@ -81,6 +81,8 @@ char *metrics_render(struct server *srv, size_t *len)
         ns.send_queue_drops += one.send_queue_drops;
         ns.oversize_frames += one.oversize_frames;
         ns.handshake_failures += one.handshake_failures;
+        ns.tls_handshakes += one.tls_handshakes;
+        ns.tls_compact += one.tls_compact;
     }
     put(&o, "# HELP parley_connections Open TCP connections.\n# TYPE parley_connections gauge\n"
             "parley_connections %llu\n",
@@ -104,6 +106,15 @@ char *metrics_render(struct server *srv, size_t *len)
             "# TYPE parley_handshake_failures_total counter\n"
             "parley_handshake_failures_total %llu\n",
         (unsigned long long)ns.handshake_failures);
+    put(&o, "# HELP parley_tls_handshakes_total TLS handshakes completed.\n"
+            "# TYPE parley_tls_handshakes_total counter\n"
+            "parley_tls_handshakes_total %llu\n",
+        (unsigned long long)ns.tls_handshakes);
+    put(&o, "# HELP parley_tls_compact_total TLS 1.3 connections moved off OpenSSL after the "
+            "handshake (small record layer).\n"
+            "# TYPE parley_tls_compact_total counter\n"
+            "parley_tls_compact_total %llu\n",
+        (unsigned long long)ns.tls_compact);
     put(&o, "# HELP parley_http_requests_total Plain HTTP requests answered.\n"
             "# TYPE parley_http_requests_total counter\n"
             "parley_http_requests_total %llu\n",

@@ -107,6 +107,8 @@ struct net_stats {
     uint64_t send_queue_drops;  /* connections cut off for a full send queue */
     uint64_t oversize_frames;   /* connections closed with 1009 */
     uint64_t handshake_failures;/* TLS or HTTP upgrade failures and timeouts */
+    uint64_t tls_handshakes;    /* TLS handshakes completed */
+    uint64_t tls_compact;       /* of those, moved to the TLS 1.3 record layer (tls13.c) */
 };
 /* This loop's counters (the caller sums over loops). Any thread: the
  * counters are atomics, read relaxed. */

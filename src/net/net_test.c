@@ -633,6 +633,9 @@ static void ws_session(bool tls)
     assert_int_equal(s.stats.handshake_failures, 0);
     assert_int_equal(s.stats_at_close.open_ws, 0);
     assert_int_equal(s.stats_at_close.open_conns, 0);
+    /* TLS 1.3 with OpenSSL's default suites: off OpenSSL after the handshake. */
+    assert_int_equal(s.stats.tls_handshakes, tls ? 1 : 0);
+    assert_int_equal(s.stats.tls_compact, tls ? 1 : 0);
 }
 
 static void test_e2e_plaintext_http_and_websocket(void **state)

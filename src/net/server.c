@@ -68,6 +68,7 @@ struct net_conn {
     bool opened;            /* on_open was called, so on_close will be */
     bool ping_sent;         /* an idle ping is outstanding */
     bool tls_shutdown_sent;
+    bool tls_counted;       /* its completed handshake is in the counters */
     bool served;            /* answered at least one request */
     void *data;
     char peer[INET6_ADDRSTRLEN];
@@ -99,6 +100,8 @@ struct net_loop {
     _Atomic uint64_t send_queue_drops;
     _Atomic uint64_t oversize_frames;
     _Atomic uint64_t handshake_failures;
+    _Atomic uint64_t tls_handshakes;
+    _Atomic uint64_t tls_compact;
     unsigned hibernated;    /* connections hibernated since the last sweep */
 };
 
@@ -536,6 +539,12 @@ static void conn_input(struct net_conn *c, const uint8_t *data, size_t len)
         conn_abort(c);
         return;
     }
+    if (!c->tls_counted && net__tls_is_established(c->tls)) {
+        c->tls_counted = true;
+        stat_add(&c->nl->tls_handshakes, 1);
+        if (net__tls_is_compact(c->tls))
+            stat_add(&c->nl->tls_compact, 1);
+    }
     mark_dirty(c);
     /* TLS's own answers (KeyUpdate) to a peer that does not read must not
      * pile up either. */
@@ -826,6 +835,8 @@ void net_loop_stats(const struct net_loop *nl, struct net_stats *out)
     out->send_queue_drops = atomic_load_explicit(&nl->send_queue_drops, memory_order_relaxed);
     out->oversize_frames = atomic_load_explicit(&nl->oversize_frames, memory_order_relaxed);
     out->handshake_failures = atomic_load_explicit(&nl->handshake_failures, memory_order_relaxed);
+    out->tls_handshakes = atomic_load_explicit(&nl->tls_handshakes, memory_order_relaxed);
+    out->tls_compact = atomic_load_explicit(&nl->tls_compact, memory_order_relaxed);
 }
 
 /* --- connections ------------------------------------------------------ */
