@@ -177,7 +177,8 @@ static enum net_tls_result from_tls13(enum tls13_result r)
 
 /* After the handshake's last step, which appended out[sent_from..) to
  * out: moves the connection to tls13.c if it can, and feeds it whatever
- * ciphertext OpenSSL did not read. Returns false to stay on OpenSSL. */
+ * ciphertext OpenSSL did not read. Returns false to stay on OpenSSL, true
+ * when *res is the read's result. */
 static bool move_to_tls13(struct net_tls *t, size_t sent_from, struct net_buf *out,
                           enum net_tls_result *res, uint8_t *scratch, net_tls_plain_cb *cb,
                           void *arg)
@@ -207,9 +208,12 @@ static bool move_to_tls13(struct net_tls *t, size_t sent_from, struct net_buf *o
     if (left > 0) {
         rest = xmalloc(left);
         if (BIO_read(rbio, rest, (int)left) != (int)left) {
+            /* A memory BIO does not fail this way; if it did, bytes may
+             * be gone from both layers: drop the connection. */
             free(rest);
             tls13_wipe(&t->rl);
-            return false;
+            *res = NET_TLS_ERROR;
+            return true;
         }
     }
     SSL_free(ssl);
