@@ -22,7 +22,7 @@ int client_tmp_setup(void **state)
     const char *tmp = getenv("TMPDIR");
     if (!tmp || !*tmp)
         tmp = "/tmp";
-    /* XXXXXX: the template mkdtemp fills in. */
+    /* mkdtemp replaces the template's six trailing X characters. */
     int n = snprintf(f->dir, sizeof(f->dir), "%s/parley-client-XXXXXX", tmp);
     assert_true(n > 0 && (size_t)n < sizeof(f->dir));
     assert_non_null(mkdtemp(f->dir));

@@ -549,6 +549,22 @@ static int check_peer(const char *peer, char name[USERNAME_MAX + 1])
     return username_normalize(peer, name) == 0 ? 0 : PARLEY_EBAD_USERNAME;
 }
 
+/* The checks of a request about a peer, in their order: p, the peer's
+ * name (into name), the call's other arguments (args_ok), an account. */
+static int begin_peer_request(struct parley *p, const char *peer, bool args_ok,
+                              char name[USERNAME_MAX + 1])
+{
+    if (!p)
+        return PARLEY_EINVAL;
+    p->retry_after_ms = 0;
+    int err = check_peer(peer, name);
+    if (err)
+        return err;
+    if (!args_ok)
+        return PARLEY_EINVAL;
+    return p->has_account ? 0 : PARLEY_ENOACCOUNT;
+}
+
 int parley_send(struct parley *p, const char *peer, const char *text, size_t len,
                 uint64_t client_id, struct parley_msg *out)
 {
@@ -805,16 +821,9 @@ int parley_history(struct parley *p, const char *peer, uint64_t before_id, unsig
 {
     char name[USERNAME_MAX + 1];
     PlFrame *resp;
-    if (!p)
-        return PARLEY_EINVAL;
-    p->retry_after_ms = 0;
-    int err = check_peer(peer, name);
+    int err = begin_peer_request(p, peer, limit <= HISTORY_LIMIT_MAX, name);
     if (err)
         return err;
-    if (limit > HISTORY_LIMIT_MAX)
-        return PARLEY_EINVAL;
-    if (!p->has_account)
-        return PARLEY_ENOACCOUNT;
     PlRequest req = PARLEY__V1__REQUEST__INIT;
     Parley__V1__HistoryRequest hr = PARLEY__V1__HISTORY_REQUEST__INIT;
     Parley__V1__Peer pe = PARLEY__V1__PEER__INIT;
@@ -842,16 +851,9 @@ int parley_set_ttl(struct parley *p, const char *peer, uint32_t ttl_s)
 {
     char name[USERNAME_MAX + 1];
     PlFrame *resp;
-    if (!p)
-        return PARLEY_EINVAL;
-    p->retry_after_ms = 0;
-    int err = check_peer(peer, name);
+    int err = begin_peer_request(p, peer, ttl_s <= TTL_MAX, name);
     if (err)
         return err;
-    if (ttl_s > TTL_MAX)
-        return PARLEY_EINVAL;
-    if (!p->has_account)
-        return PARLEY_ENOACCOUNT;
     PlRequest req = PARLEY__V1__REQUEST__INIT;
     Parley__V1__SetTtlRequest st = PARLEY__V1__SET_TTL_REQUEST__INIT;
     Parley__V1__Peer pe = PARLEY__V1__PEER__INIT;

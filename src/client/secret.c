@@ -364,16 +364,24 @@ out:
     return err;
 }
 
-int parley_secret_start(struct parley *p, const char *peer)
+/* Runs op(p, peer) holding the home's secret lock; without an account
+ * op runs unlocked, as its own checks answer first. */
+static int with_secret_lock(struct parley *p, const char *peer,
+                            int (*op)(struct parley *p, const char *peer))
 {
     if (!p || !p->has_account)
-        return secret_start(p, peer); /* its checks come first */
+        return op(p, peer);
     int err = secret__lock(p);
     if (err)
         return err;
-    err = secret_start(p, peer);
+    err = op(p, peer);
     secret__unlock(p);
     return err;
+}
+
+int parley_secret_start(struct parley *p, const char *peer)
+{
+    return with_secret_lock(p, peer, secret_start);
 }
 
 /* Safety numbers. */
@@ -453,12 +461,5 @@ static int verify_accept(struct parley *p, const char *peer)
 
 int parley_verify_accept(struct parley *p, const char *peer)
 {
-    if (!p || !p->has_account)
-        return verify_accept(p, peer); /* its checks come first */
-    int err = secret__lock(p);
-    if (err)
-        return err;
-    err = verify_accept(p, peer);
-    secret__unlock(p);
-    return err;
+    return with_secret_lock(p, peer, verify_accept);
 }

@@ -102,6 +102,14 @@ static void test_trust_first_use_then_same_then_changed_until_accepted(void **st
     free(t);
 }
 
+/* Devices 1..TRUST_DEVICES_MAX, each first seen with key k: a full record. */
+static void fill_devices(struct trust *t, const struct keys_public *k)
+{
+    enum trust_verdict v;
+    for (uint64_t d = 1; d <= TRUST_DEVICES_MAX; d++)
+        assert_int_equal(trust_see(t, d, k, &v), 0);
+}
+
 /* Review finding 1: a device forgotten (DEVICES_CHANGED, a bundle list
  * without it) and then shown again with another key was trusted on first
  * use. Its record now stays, removed, with the key it had. */
@@ -141,8 +149,7 @@ static void test_trust_removed_device_back_with_another_key_is_changed(void **st
     assert_int_equal(trust_count(u), 2);
     /* A full record makes room by dropping the oldest removed device. */
     trust_init(t, 1);
-    for (uint64_t d = 1; d <= TRUST_DEVICES_MAX; d++)
-        assert_int_equal(trust_see(t, d, &k1, &v), 0);
+    fill_devices(t, &k1);
     trust_remove(t, 3);
     assert_int_equal(trust_see(t, 1000, &k1, &v), 0);
     assert_int_equal(v, TRUST_FIRST_USE);
@@ -160,8 +167,7 @@ static void test_trust_refuses_more_devices_than_a_send_reaches(void **state)
     struct keys_public k = some_key(3);
     assert_non_null(t);
     trust_init(t, 1);
-    for (uint64_t d = 1; d <= TRUST_DEVICES_MAX; d++)
-        assert_int_equal(trust_see(t, d, &k, &v), 0);
+    fill_devices(t, &k);
     assert_int_equal(trust_see(t, TRUST_DEVICES_MAX + 1, &k, &v), PARLEY_EPROTO);
     assert_int_equal(t->n, TRUST_DEVICES_MAX);
     free(t);

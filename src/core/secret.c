@@ -134,8 +134,7 @@ void secret_send_done(struct op *op)
 {
     struct store_req *req = &op->req;
     if (!req->out.duplicate) {
-        atomic_fetch_add_explicit(&metrics.secret_envelopes, req->out.n_envs,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&metrics.secret_envelopes, req->out.n_envs, memory_order_relaxed);
         publish_envelopes(op);
     }
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
@@ -191,7 +190,7 @@ void secret_handle_fetch(struct session *s, uint64_t id, const Parley__V1__Fetch
     struct op *op = session_op_new(s, id, METHOD_FETCH_SECRET);
     op->req.op = STORE_OP_SECRET_FETCH;
     op->req.in.fetch.device = s->device_id;
-    op->req.in.fetch.limit = r->limit == 0                ? FETCH_LIMIT_DEFAULT
+    op->req.in.fetch.limit = r->limit == 0               ? FETCH_LIMIT_DEFAULT
                              : r->limit > STORE_PAGE_MAX ? STORE_PAGE_MAX
                                                          : r->limit;
     /* No more than one frame's worth leaves the store: a page of 1000
@@ -224,15 +223,13 @@ void secret_fetch_done(struct op *op)
     Parley__V1__SecretEnvelope *envs = xcalloc(n, sizeof(*envs));
     Parley__V1__SecretEnvelope **envp = xcalloc(n, sizeof(*envp));
     /* As a sync page: what fits in one frame, at least one envelope. */
-    size_t room = cfg_of(s)->max_frame_bytes - PAGE_FRAME_OVERHEAD, used = 0, fit = 0;
+    size_t used = 0, fit = 0;
     for (; fit < n; fit++) {
         envelope_to_proto(&req->out.envelopes[fit], &envs[fit]);
         envp[fit] = &envs[fit];
-        size_t one =
-            parley__v1__secret_envelope__get_packed_size(&envs[fit]) + PAGE_ENTRY_OVERHEAD;
-        if (fit > 0 && used + one > room)
+        if (!session_page_take(s, &used, parley__v1__secret_envelope__get_packed_size(&envs[fit]),
+                               fit == 0))
             break;
-        used += one;
     }
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
     Parley__V1__FetchSecretResponse r = PARLEY__V1__FETCH_SECRET_RESPONSE__INIT;

@@ -20,7 +20,6 @@
 
 #include "common/banned.h"
 
-
 /* Username to user id, per loop. Usernames never change owner, so entries
  * never go stale. */
 struct name_entry {
@@ -29,7 +28,6 @@ struct name_entry {
 };
 
 #define NAME_CACHE_MAX 100000
-
 
 static uint64_t name_hash(const char *name)
 {
@@ -108,7 +106,7 @@ uint32_t session_busy_retry_ms(const struct config *cfg)
 }
 
 void session_respond_error(struct session *s, uint64_t id, enum metrics_method m, int err,
-                          uint32_t retry_after_ms)
+                           uint32_t retry_after_ms)
 {
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
     Parley__V1__Error e = PARLEY__V1__ERROR__INIT;
@@ -317,7 +315,8 @@ void session_admission_refuse(struct adm_item *it, void *arg)
     struct op *op = PL_CONTAINER_OF(it, struct op, adm);
     struct session *s = op->s;
     atomic_fetch_add_explicit(&metrics.admission_refusals, 1, memory_order_relaxed);
-    session_respond_error(s, op->request_id, op->method, PARLEY_EBUSY, session_busy_retry_ms(cfg_of(s)));
+    session_respond_error(s, op->request_id, op->method, PARLEY_EBUSY,
+                          session_busy_retry_ms(cfg_of(s)));
     session_op_free(op);
     session_unref(s);
 }
@@ -685,6 +684,16 @@ static void update_to_proto(const struct store_msg *m, uint64_t self, size_t i,
     }
 }
 
+bool session_page_take(const struct session *s, size_t *used, size_t packed, bool first)
+{
+    size_t room = cfg_of(s)->max_frame_bytes - PAGE_FRAME_OVERHEAD;
+    size_t one = packed + PAGE_ENTRY_OVERHEAD;
+    if (!first && *used + one > room)
+        return false;
+    *used += one;
+    return true;
+}
+
 static void sync_done(struct op *op)
 {
     struct session *s = op->s;
@@ -705,15 +714,13 @@ static void sync_done(struct op *op)
      * paging goes on): a bigger answer would break the frame limit and could
      * overflow the send queue, cutting the syncing client off with 1008.
      * The rest is announced with more. */
-    size_t room = cfg_of(s)->max_frame_bytes - PAGE_FRAME_OVERHEAD, used = 0, fit = 0;
+    size_t used = 0, fit = 0;
     for (; fit < n; fit++) {
         size_t i = fit;
         update_to_proto(&req->out.msgs[i], req->in.sync.user, i, &ps, &ups[i]);
         upp[i] = &ups[i];
-        size_t one = parley__v1__update__get_packed_size(&ups[i]) + PAGE_ENTRY_OVERHEAD;
-        if (i > 0 && used + one > room)
+        if (!session_page_take(s, &used, parley__v1__update__get_packed_size(&ups[i]), i == 0))
             break;
-        used += one;
     }
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
     Parley__V1__SyncResponse r = PARLEY__V1__SYNC_RESPONSE__INIT;
@@ -749,14 +756,13 @@ static void history_done(struct op *op)
     Parley__V1__Message **msgp = xcalloc(n, sizeof(*msgp));
     /* As in sync_done: only what fits in one frame, at least one message;
      * the client pages on from the oldest one it got. */
-    size_t room = cfg_of(s)->max_frame_bytes - PAGE_FRAME_OVERHEAD, used = 0, fit = 0;
+    size_t used = 0, fit = 0;
     for (; fit < n; fit++) {
         msg_to_proto(&req->out.msgs[fit], &msgs[fit]);
         msgp[fit] = &msgs[fit];
-        size_t one = parley__v1__message__get_packed_size(&msgs[fit]) + PAGE_ENTRY_OVERHEAD;
-        if (fit > 0 && used + one > room)
+        if (!session_page_take(s, &used, parley__v1__message__get_packed_size(&msgs[fit]),
+                               fit == 0))
             break;
-        used += one;
     }
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
     Parley__V1__HistoryResponse r = PARLEY__V1__HISTORY_RESPONSE__INIT;
@@ -1118,9 +1124,8 @@ static void handle_request(struct session *s, const Parley__V1__Request *r)
     enum metrics_method m = method_of(r);
     uint64_t id = r->id;
 
-    uint32_t wait =
-        ratelimit_take(s->w->srv->ip_limits, s->ip_key, cfg->ip_rate, cfg->ip_burst,
-                       server_now_ms());
+    uint32_t wait = ratelimit_take(s->w->srv->ip_limits, s->ip_key, cfg->ip_rate, cfg->ip_burst,
+                                   server_now_ms());
     if (wait) {
         session_respond_error(s, id, m, PARLEY_ERATE_LIMITED, wait);
         return;
@@ -1133,8 +1138,8 @@ static void handle_request(struct session *s, const Parley__V1__Request *r)
         session_respond_error(s, id, m, PARLEY_EBUSY, session_busy_retry_ms(cfg));
         return;
     }
-    bool needs_auth = m != METHOD_CHALLENGE && m != METHOD_SIGNUP && m != METHOD_AUTH &&
-                      m != METHOD_PING;
+    bool needs_auth =
+        m != METHOD_CHALLENGE && m != METHOD_SIGNUP && m != METHOD_AUTH && m != METHOD_PING;
     if (needs_auth && !s->authed) {
         session_respond_error(s, id, m, PARLEY_ENOAUTH, 0);
         return;

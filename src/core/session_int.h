@@ -95,6 +95,12 @@ void session_respond_error(struct session *s, uint64_t id, enum metrics_method m
                            uint32_t retry_after_ms);
 /* The wait advised with BUSY, with jitter. */
 uint32_t session_busy_retry_ms(const struct config *cfg);
+
+/* Paging by frame size (sync, history, fetch_secret): whether one more
+ * entry of `packed` bytes goes into the page that already holds *used
+ * bytes (the first entry always does, so that paging goes on); if so, it
+ * is counted in *used. */
+bool session_page_take(const struct session *s, size_t *used, size_t packed, bool first);
 /* An op from the worker's free list, for request id of method m. */
 struct op *session_op_new(struct session *s, uint64_t request_id, enum metrics_method m);
 void session_op_free(struct op *op);

@@ -492,16 +492,23 @@ static const struct net_ws_handler ws_handler = {
     .on_output = ws_on_output,
 };
 
+/* Answers the protocol gives by itself (WebSocket pongs and closes, TLS
+ * KeyUpdates) to a peer that does not read must not pile up: past the
+ * send queue's limit and some slack, the connection is dropped. */
+static void drop_if_backlogged(struct net_conn *c)
+{
+    if (!c->handle_closed && conn_pending(c) > c->nl->limits.max_send_queue + 65536) {
+        stat_add(&c->nl->send_queue_drops, 1);
+        conn_abort(c);
+    }
+}
+
 static void ws_input(struct net_conn *c, const uint8_t *data, size_t len)
 {
     net__ws_feed(&c->ws, data, len);
     ws_check_closing(c);
     mark_dirty(c);
-    /* Control replies to a peer that does not read must not pile up. */
-    if (!c->handle_closed && conn_pending(c) > c->nl->limits.max_send_queue + 65536) {
-        stat_add(&c->nl->send_queue_drops, 1);
-        conn_abort(c);
-    }
+    drop_if_backlogged(c);
 }
 
 /* --- input ------------------------------------------------------------ */
@@ -546,12 +553,7 @@ static void conn_input(struct net_conn *c, const uint8_t *data, size_t len)
             stat_add(&c->nl->tls_compact, 1);
     }
     mark_dirty(c);
-    /* TLS's own answers (KeyUpdate) to a peer that does not read must not
-     * pile up either. */
-    if (conn_pending(c) > c->nl->limits.max_send_queue + 65536) {
-        stat_add(&c->nl->send_queue_drops, 1);
-        conn_abort(c);
-    }
+    drop_if_backlogged(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
