@@ -25,6 +25,7 @@ void config_defaults(struct config *cfg)
     cfg->listen_port = 8443;
     snprintf(cfg->data_dir, sizeof(cfg->data_dir), "./var");
     cfg->log_level = LOG_LEVEL_INFO;
+    cfg->front_loop = true;
     cfg->max_frame_bytes = FRAME_MAX_DEFAULT;
     cfg->max_text_chars = 4096;
     cfg->send_queue_bytes = 4u << 20;
@@ -254,6 +255,9 @@ static int on_key(void *user, const char *section, const char *name, const char 
                         sizeof(c->data_dir) - 1);
         } else if (!strcmp(name, "plaintext")) {
             if (!parse_bool(value, &c->plaintext))
+                problem(p, section, name, "must be true or false");
+        } else if (!strcmp(name, "front_loop")) {
+            if (!parse_bool(value, &c->front_loop))
                 problem(p, section, name, "must be true or false");
         } else if (!strcmp(name, "tls_cert")) {
             if (!set_str(c->tls_cert, sizeof(c->tls_cert), value))

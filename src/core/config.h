@@ -18,6 +18,7 @@ struct config {
     char data_dir[512];
     bool plaintext;          /* allowed only on loopback */
     unsigned threads;        /* event loops; 0: one per core */
+    bool front_loop;         /* one more loop accepts and signs devices in */
     char tls_cert[512];      /* PEM; empty: self-signed under data_dir */
     char tls_key[512];
     int log_level;           /* LOG_LEVEL_* */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The parleyd process. The main thread parses the command line, validates
- * the configuration, opens the store, binds one SO_REUSEPORT socket per
- * worker and starts the workers; then it only handles signals: SIGHUP
+ * the configuration, opens the store, binds the listening socket (for the
+ * front loop; without one, one SO_REUSEPORT socket per worker) and starts
+ * the workers; then it only handles signals: SIGHUP
  * reloads (keeping the old configuration if the new one is invalid),
  * SIGTERM/SIGINT stop accepting, let the workers finish, flush the store. */
 #include "daemon.h"
@@ -194,10 +195,12 @@ static void worker_run(void *arg)
     w->adm_open = true;
     if (w->index == 0 && (rc = expiry_start(w)) != 0)
         goto fail;
-    if ((rc = net_loop_start(&w->loop, w->listen_fd, w->conf->tls, &l, &session_callbacks, w,
-                             &w->net)) != 0)
+    rc = net_loop_start(&w->loop, w->listen_fd, w->conf->tls, &l, &session_callbacks, w, &w->net);
+    w->listen_fd = -1; /* net_loop_start owns it, and closed it if it failed */
+    if (rc != 0)
         goto fail;
-    w->listen_fd = -1;
+    if (!w->front && (rc = net_loop_open_inbox(w->net, &w->inbox)) != 0)
+        goto fail;
     uv_sem_post(&server.ready);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     goto out;
@@ -205,6 +208,8 @@ fail:
     /* Start-up failed before the loop ran: report it and stop this thread
      * only; the main thread stops the others. */
     w->start_error = rc ? rc : PARLEY_EINTERNAL;
+    if (w->net)
+        net_loop_stop(w->net, on_net_stopped, w);
     if (w->adm_open)
         admission_close(&w->adm, session_admission_drop);
     w->adm_open = false;
@@ -301,9 +306,10 @@ static void reload(void)
     const struct config *old = &server.conf->cfg, *c = &next->cfg;
     if (strcmp(old->listen_host, c->listen_host) || old->listen_port != c->listen_port ||
         strcmp(old->data_dir, c->data_dir) || old->threads != c->threads ||
-        strcmp(old->db_path, c->db_path) || old->plaintext != c->plaintext)
-        log_warn("core", "event=reload_partial detail=\"listen, data_dir, threads, plaintext and "
-                         "store.path take effect on restart\"");
+        old->front_loop != c->front_loop || strcmp(old->db_path, c->db_path) ||
+        old->plaintext != c->plaintext)
+        log_warn("core", "event=reload_partial detail=\"listen, data_dir, threads, front_loop, "
+                         "plaintext and store.path take effect on restart\"");
     log_threshold = c->log_level;
     uv_mutex_lock(&server.lock);
     for (unsigned i = 0; i < server.n_workers; i++) {
@@ -451,31 +457,54 @@ int daemon_main(int argc, char **argv)
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         n = cpus > 0 ? (unsigned)cpus : 1;
     }
-    if (n > SERVER_MAX_WORKERS)
-        n = SERVER_MAX_WORKERS;
+    if (n > SERVER_MAX_WORKERS - (cfg->front_loop ? 1 : 0))
+        n = SERVER_MAX_WORKERS - (cfg->front_loop ? 1 : 0);
+    /* With a front loop, the messaging loops accept nothing: every
+     * connection starts on the front loop, and a device that signs in
+     * moves to a messaging loop. A surge of new connections and sign-ups
+     * then costs the front loop's thread, which the kernel schedules like
+     * any busy thread, while the messaging loops, mostly waiting, get the
+     * CPU as soon as they wake. */
+    server.n_messaging = n;
+    if (cfg->front_loop)
+        n++;
     unsigned port = cfg->listen_port;
     for (unsigned i = 0; i < n; i++) {
         struct worker *w = &server.workers[i];
         w->srv = &server;
         w->index = i;
+        w->front = cfg->front_loop && i == server.n_messaging;
+        w->listen_fd = -1;
+        net_inbox_init(&w->inbox);
         w->conf = config_ref_hold(server.conf);
-        if (bind_socket(cfg->listen_host, port, &w->listen_fd, &port)) {
+        if ((w->front || !cfg->front_loop) &&
+            bind_socket(cfg->listen_host, port, &w->listen_fd, &port)) {
             fprintf(stderr, "parleyd: cannot listen on %s:%u\n", cfg->listen_host, port);
+            net_inbox_deinit(&w->inbox);
             config_ref_drop(w->conf);
             goto stop_workers;
         }
         server.n_workers++;
     }
     server.port = port;
-    int started = 0;
+    /* The messaging loops first: by the time the front loop accepts, their
+     * inboxes are open (a device that signed in while one was not would
+     * stay on the front loop). */
     for (unsigned i = 0; i < server.n_workers; i++) {
+        if (server.workers[i].front)
+            continue;
         if (uv_thread_create(&server.workers[i].thread, worker_run, &server.workers[i]) != 0)
             abort();
-        started++;
+    }
+    for (unsigned i = 0; i < server.n_messaging; i++)
+        uv_sem_wait(&server.ready);
+    if (cfg->front_loop) {
+        struct worker *f = &server.workers[server.n_messaging];
+        if (uv_thread_create(&f->thread, worker_run, f) != 0)
+            abort();
+        uv_sem_wait(&server.ready);
     }
     bool failed = false;
-    for (int i = 0; i < started; i++)
-        uv_sem_wait(&server.ready);
     for (unsigned i = 0; i < server.n_workers; i++)
         failed |= server.workers[i].start_error != 0;
 
@@ -506,8 +535,9 @@ int daemon_main(int argc, char **argv)
 stop_workers:
     for (unsigned i = 0; i < server.n_workers; i++) {
         struct worker *w = &server.workers[i];
-        if (w->listen_fd > 0)
+        if (w->listen_fd >= 0)
             close(w->listen_fd);
+        net_inbox_deinit(&w->inbox);
         config_ref_drop(w->conf);
         config_ref_drop(w->next_conf);
     }

@@ -83,6 +83,7 @@ char *metrics_render(struct server *srv, size_t *len)
         ns.handshake_failures += one.handshake_failures;
         ns.tls_handshakes += one.tls_handshakes;
         ns.tls_compact += one.tls_compact;
+        ns.moved_in += one.moved_in;
     }
     put(&o, "# HELP parley_connections Open TCP connections.\n# TYPE parley_connections gauge\n"
             "parley_connections %llu\n",
@@ -115,6 +116,11 @@ char *metrics_render(struct server *srv, size_t *len)
             "# TYPE parley_tls_compact_total counter\n"
             "parley_tls_compact_total %llu\n",
         (unsigned long long)ns.tls_compact);
+    put(&o, "# HELP parley_connections_moved_total Signed-in connections moved from the front "
+            "loop to a messaging loop.\n"
+            "# TYPE parley_connections_moved_total counter\n"
+            "parley_connections_moved_total %llu\n",
+        (unsigned long long)ns.moved_in);
     put(&o, "# HELP parley_http_requests_total Plain HTTP requests answered.\n"
             "# TYPE parley_http_requests_total counter\n"
             "parley_http_requests_total %llu\n",

@@ -38,7 +38,9 @@ struct worker {
     unsigned index;
     uv_thread_t thread;
     uv_loop_t loop;
-    int listen_fd;                 /* handed to net_loop_start */
+    int listen_fd;                 /* handed to net_loop_start; -1: accepts nothing */
+    bool front;                    /* the front loop: accepts, signs in, moves on */
+    struct net_inbox inbox;        /* connections moved here from the front loop */
     struct net_loop *net;
     struct store_port *store;
     struct router_port *router;
@@ -76,7 +78,8 @@ struct server {
     struct ratelimit *signup_limits;
     uv_mutex_t lock;
     uv_sem_t ready;
-    unsigned n_workers;
+    unsigned n_workers;            /* the front loop, if any, is the last */
+    unsigned n_messaging;          /* workers[0..n_messaging): where signed-in devices go */
     struct worker workers[SERVER_MAX_WORKERS];
     unsigned port;                 /* the real listening port */
 };

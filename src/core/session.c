@@ -251,6 +251,29 @@ static void go_offline(struct session *s)
     router_unsubscribe(w->router, s->user_id);
 }
 
+/* A device signed in. On the front loop its connection moves on to a
+ * messaging loop, where it goes online (on_moved); the answer, already
+ * queued, goes out from there. It stays where it is when anything else of
+ * it is still pending here (another request at the store or waiting for
+ * admission) or it cannot move: the front loop serves it like any loop. */
+static void sign_in(struct session *s, uint64_t user_id, uint64_t device_id)
+{
+    struct worker *w = s->w;
+    struct server *srv = w->srv;
+    if (w->front && !w->stopping && srv->n_messaging > 0 && s->refs == 2) {
+        /* At random, not in turn: a client's devices and its peers sign
+         * in one after another, and turns would part them as regularly. */
+        struct worker *to = &srv->workers[randombytes_uniform(srv->n_messaging)];
+        if (net_conn_move(s->conn, &to->inbox) == 0) {
+            s->moving = true;
+            s->user_id = user_id;
+            s->device_id = device_id;
+            return;
+        }
+    }
+    go_online(s, user_id, device_id);
+}
+
 /* Checks and consumes the connection's nonce: a nonce is good once. */
 static int take_nonce(struct session *s, const ProtobufCBinaryData *nonce)
 {
@@ -399,7 +422,7 @@ static void signup_done(struct op *op)
     if (!s->conn)
         return;
     if (!s->authed)
-        go_online(s, req->out.user_id, req->out.device_id);
+        sign_in(s, req->out.user_id, req->out.device_id);
     name_remember(s->w, req->in.signup.username, req->out.user_id);
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
     Parley__V1__SignupResponse r = PARLEY__V1__SIGNUP_RESPONSE__INIT;
@@ -455,7 +478,7 @@ static void auth_done(struct op *op)
         session_respond_error(s, op->request_id, op->method, PARLEY_EALREADY_AUTH, 0);
         return;
     }
-    go_online(s, req->out.user_id, req->in.device_id);
+    sign_in(s, req->out.user_id, req->in.device_id);
     log_debug("core", "event=auth user=%llu device=%llu", (unsigned long long)s->user_id,
               (unsigned long long)s->device_id);
     Parley__V1__Response resp = PARLEY__V1__RESPONSE__INIT;
@@ -1238,6 +1261,20 @@ static void on_message(struct net_conn *c, const uint8_t *data, size_t len)
     arena_reset(a); /* the frame and everything in it; handlers copied what they keep */
 }
 
+/* The connection arrived on this loop (sign_in), or came back to the
+ * front loop when the messaging loop was stopping. */
+static void on_moved(struct net_conn *c)
+{
+    struct session *s = net_conn_data(c);
+    struct worker *w = net_loop_data(net_conn_loop(c));
+    s->w = w;
+    if (s->moving) {
+        s->moving = false;
+        if (!w->stopping)
+            go_online(s, s->user_id, s->device_id);
+    }
+}
+
 static void on_close(struct net_conn *c)
 {
     struct session *s = net_conn_data(c);
@@ -1275,6 +1312,7 @@ const struct net_callbacks session_callbacks = {
     .on_message = on_message,
     .on_close = on_close,
     .on_http = on_http,
+    .on_moved = on_moved,
 };
 
 void session_deliver(void *arg, uint64_t user_id, uint64_t exclude_device, uint64_t only_device,

@@ -47,6 +47,7 @@ struct session {
     uint8_t nonce[NONCE_LEN];
     bool has_nonce;        /* nonce is unused; cleared by its first use */
     bool authed;
+    bool moving;           /* signed in on the front loop, on its way to a messaging loop */
     uint64_t user_id;
     uint64_t device_id;
     struct session *next_online; /* other sessions of user_id on this loop */

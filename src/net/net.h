@@ -17,6 +17,16 @@
 struct net_loop; /* the listener and connections of one event loop */
 struct net_conn; /* one client connection */
 
+/* Where other loops hand connections to a loop (net_conn_move). Its owner
+ * keeps it alive as long as any loop may move a connection to it (parleyd:
+ * the process's life); the loop it feeds opens it (net_loop_open_inbox)
+ * and closes it when it stops. */
+struct net_inbox {
+    uv_mutex_t lock;
+    struct net_loop *nl;   /* NULL: taking nothing (not opened yet, or stopping) */
+    struct net_conn *head; /* posted, not yet taken up by nl */
+};
+
 /* A zero field takes its default. */
 struct net_limits {
     size_t max_frame;         /* largest WebSocket message accepted, bytes (default 1 MiB);
@@ -52,10 +62,16 @@ struct net_callbacks {
      * zeroed. */
     void (*on_http)(struct net_loop *nl, const char *method, const char *path,
                     struct net_http_response *res);
+    /* c was taken up by this loop after net_conn_move (or taken back by
+     * its old loop when the new one would not take it); called on the
+     * loop c now belongs to, before c reads again. May be NULL. */
+    void (*on_moved)(struct net_conn *c);
 };
 
 /* Starts accepting on fd, an already bound and listening TCP socket that
- * this net_loop takes ownership of (closed on failure too). tls may be NULL
+ * this net_loop takes ownership of (closed on failure too); fd -1: a loop
+ * that accepts nothing and serves only connections moved to it through
+ * its inbox (net_loop_open_inbox). tls may be NULL
  * (plaintext); otherwise the net_loop takes a reference (SSL_CTX_up_ref).
  * limits and cbs are copied; data is returned by net_loop_data. Returns 0
  * and sets *out, or PARLEY_EINVAL, PARLEY_EIO (libuv refused fd).
@@ -79,6 +95,26 @@ void net_loop_reload(struct net_loop *nl, SSL_CTX *tls, const struct net_limits 
 void net_loop_stop(struct net_loop *nl, void (*done)(void *data), void *data);
 
 void *net_loop_data(struct net_loop *nl);
+
+void net_inbox_init(struct net_inbox *in);
+void net_inbox_deinit(struct net_inbox *in);
+/* From now until it stops, nl takes up the connections other loops move to
+ * in. Returns 0 or PARLEY_EIO. Thread: nl's. */
+PL_NODISCARD int net_loop_open_inbox(struct net_loop *nl, struct net_inbox *in);
+
+/* Moves c, a WebSocket connection, to the loop fed by `to` (normally on
+ * another thread): c stops reading at once; at the end of this loop turn,
+ * once no write is in flight, its socket, TLS and WebSocket state and
+ * unsent output leave this loop, and the other loop takes c up, calls
+ * on_moved and reads again. If that loop takes nothing (stopping), this
+ * one takes c back the same way. Nothing is lost or reordered. Messages
+ * already read when the move begins are still handed to on_message here,
+ * within the current callback; after that nothing happens to c on this
+ * loop, and the caller must not touch c or its data until on_moved.
+ * Returns 0, or PARLEY_EBUSY
+ * (c is closing, not yet a WebSocket, or already moving: it stays).
+ * Thread: c's loop. */
+PL_NODISCARD int net_conn_move(struct net_conn *c, struct net_inbox *to);
 
 /* Queues one binary WebSocket message (copied). Writes are batched and
  * flushed once per loop turn. If the connection's queue would exceed
@@ -109,6 +145,7 @@ struct net_stats {
     uint64_t handshake_failures;/* TLS or HTTP upgrade failures and timeouts */
     uint64_t tls_handshakes;    /* TLS handshakes completed */
     uint64_t tls_compact;       /* of those, moved to the TLS 1.3 record layer (tls13.c) */
+    uint64_t moved_in;          /* connections taken up from another loop (net_conn_move) */
 };
 /* This loop's counters (the caller sums over loops). Any thread: the
  * counters are atomics, read relaxed. */

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <malloc.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "common/banned.h"
@@ -70,6 +71,10 @@ struct net_conn {
     bool tls_shutdown_sent;
     bool tls_counted;       /* its completed handshake is in the counters */
     bool served;            /* answered at least one request */
+    bool moving;            /* net_conn_move: reading stopped, leaves at the next flush */
+    int move_fd;            /* while moving, once the handle is closed: the socket */
+    struct net_inbox *move_to;
+    struct net_conn *inbox_next; /* in move_to's list */
     void *data;
     char peer[INET6_ADDRSTRLEN];
 };
@@ -79,6 +84,9 @@ struct net_loop {
     uv_tcp_t listener;
     uv_prepare_t flusher; /* flushes nl->dirty once per loop turn */
     uv_timer_t sweeper;   /* deadlines and idle pings for all connections */
+    uv_async_t inbox_async; /* connections moved here (net_conn_move) */
+    struct net_inbox *inbox; /* NULL: none opened */
+    bool listening;       /* listener is open */
     SSL_CTX *tls;         /* one reference held; NULL: plaintext */
     struct net_limits limits;
     struct net_callbacks cbs;
@@ -90,7 +98,7 @@ struct net_loop {
     uint8_t *pbuf;          /* PLAIN_BUF_SIZE, TLS plaintext scratch */
     bool stopping;
     bool finishing;
-    unsigned handles_open;  /* listener, flusher, sweeper until their close callbacks */
+    unsigned handles_open;  /* listener, flusher, sweeper, inbox until their close callbacks */
     void (*done)(void *data);
     void *done_data;
     _Atomic uint64_t accepted;
@@ -102,6 +110,7 @@ struct net_loop {
     _Atomic uint64_t handshake_failures;
     _Atomic uint64_t tls_handshakes;
     _Atomic uint64_t tls_compact;
+    _Atomic uint64_t moved_in;
     unsigned hibernated;    /* connections hibernated since the last sweep */
 };
 
@@ -119,6 +128,10 @@ static void mark_dirty(struct net_conn *c)
     if (c->is_dirty || c->handle_closed)
         return;
     struct net_loop *nl = c->nl;
+    /* Pending output keeps the loop alive until flushed: a connection
+     * that is moving or closing reads nothing, so nothing else might. */
+    if (!nl->dirty)
+        uv_ref((uv_handle_t *)&nl->flusher);
     c->is_dirty = true;
     c->dirty_prev = NULL;
     c->dirty_next = nl->dirty;
@@ -149,11 +162,14 @@ static void on_flush(uv_prepare_t *h)
         dirty_unlink(c);
         flush_conn(c);
     }
+    if (!nl->stopping)
+        uv_unref((uv_handle_t *)&nl->flusher);
 }
 
 /* --- lifecycle -------------------------------------------------------- */
 
 static void maybe_finish(struct net_loop *nl);
+static void inbox_shut(struct net_loop *nl);
 
 static void on_conn_closed(uv_handle_t *h)
 {
@@ -273,6 +289,8 @@ static void conn_hibernate(struct net_conn *c)
     }
 }
 
+static void move_out(struct net_conn *c);
+
 static void flush_conn(struct net_conn *c)
 {
     if (c->handle_closed)
@@ -291,6 +309,10 @@ static void flush_conn(struct net_conn *c)
     }
     if (c->writing)
         return; /* on_write marks the connection dirty again */
+    if (c->moving) {
+        move_out(c);
+        return;
+    }
     for (;;) {
         if (c->out.len == 0 && c->closing && close_ready(c)) {
             if (c->tls && !c->tls_shutdown_sent && net__tls_is_established(c->tls)) {
@@ -735,6 +757,8 @@ static void maybe_finish(struct net_loop *nl)
     nl->finishing = true;
     uv_close((uv_handle_t *)&nl->flusher, on_loop_handle_closed);
     uv_close((uv_handle_t *)&nl->sweeper, on_loop_handle_closed);
+    if (nl->inbox)
+        uv_close((uv_handle_t *)&nl->inbox_async, on_loop_handle_closed);
 }
 
 static void on_start_failed_closed(uv_handle_t *h)
@@ -745,7 +769,7 @@ static void on_start_failed_closed(uv_handle_t *h)
 int net_loop_start(uv_loop_t *loop, int fd, SSL_CTX *tls, const struct net_limits *limits,
                    const struct net_callbacks *cbs, void *data, struct net_loop **out)
 {
-    if (!loop || fd < 0 || !limits || !cbs || !out) {
+    if (!loop || fd < -1 || !limits || !cbs || !out) {
         if (fd >= 0)
             close(fd);
         return PARLEY_EINVAL;
@@ -758,21 +782,25 @@ int net_loop_start(uv_loop_t *loop, int fd, SSL_CTX *tls, const struct net_limit
     nl->listener.data = nl;
     nl->flusher.data = nl;
     nl->sweeper.data = nl;
-    int rv = uv_tcp_init(loop, &nl->listener);
-    if (rv != 0) {
-        close(fd);
-        free(nl);
-        return PARLEY_EIO;
-    }
-    rv = uv_tcp_open(&nl->listener, fd);
-    if (rv != 0)
-        close(fd);
-    else
-        rv = uv_listen((uv_stream_t *)&nl->listener, LISTEN_BACKLOG, on_connection);
-    if (rv != 0) {
-        log_error("net", "event=listen_failed err=%s", uv_err_name(rv));
-        uv_close((uv_handle_t *)&nl->listener, on_start_failed_closed);
-        return PARLEY_EIO;
+    nl->inbox_async.data = nl;
+    if (fd >= 0) {
+        int rv = uv_tcp_init(loop, &nl->listener);
+        if (rv != 0) {
+            close(fd);
+            free(nl);
+            return PARLEY_EIO;
+        }
+        rv = uv_tcp_open(&nl->listener, fd);
+        if (rv != 0)
+            close(fd);
+        else
+            rv = uv_listen((uv_stream_t *)&nl->listener, LISTEN_BACKLOG, on_connection);
+        if (rv != 0) {
+            log_error("net", "event=listen_failed err=%s", uv_err_name(rv));
+            uv_close((uv_handle_t *)&nl->listener, on_start_failed_closed);
+            return PARLEY_EIO;
+        }
+        nl->listening = true;
     }
     nl->rbuf = xmalloc(READ_BUF_SIZE);
     nl->pbuf = xmalloc(PLAIN_BUF_SIZE);
@@ -787,7 +815,7 @@ int net_loop_start(uv_loop_t *loop, int fd, SSL_CTX *tls, const struct net_limit
     uint64_t period = sweep_period(&nl->limits);
     uv_timer_start(&nl->sweeper, on_sweep, period, period);
     uv_unref((uv_handle_t *)&nl->sweeper);
-    nl->handles_open = 3;
+    nl->handles_open = nl->listening ? 3 : 2;
     *out = nl;
     return 0;
 }
@@ -812,8 +840,12 @@ void net_loop_stop(struct net_loop *nl, void (*done)(void *data), void *data)
     nl->stopping = true;
     nl->done = done;
     nl->done_data = data;
+    /* The loop runs until every connection is gone and done is called. */
+    uv_ref((uv_handle_t *)&nl->flusher);
     log_debug("net", "event=loop_stop");
-    uv_close((uv_handle_t *)&nl->listener, on_loop_handle_closed);
+    if (nl->listening)
+        uv_close((uv_handle_t *)&nl->listener, on_loop_handle_closed);
+    inbox_shut(nl);
     for (struct net_conn *c = nl->conns; c; c = c->next) {
         if (c->state == CONN_WS)
             net_conn_close(c, WSLAY_CODE_GOING_AWAY, "server shutting down");
@@ -839,6 +871,189 @@ void net_loop_stats(const struct net_loop *nl, struct net_stats *out)
     out->handshake_failures = atomic_load_explicit(&nl->handshake_failures, memory_order_relaxed);
     out->tls_handshakes = atomic_load_explicit(&nl->tls_handshakes, memory_order_relaxed);
     out->tls_compact = atomic_load_explicit(&nl->tls_compact, memory_order_relaxed);
+    out->moved_in = atomic_load_explicit(&nl->moved_in, memory_order_relaxed);
+}
+
+/* --- moving connections between loops --------------------------------- */
+
+void net_inbox_init(struct net_inbox *in)
+{
+    uv_mutex_init(&in->lock);
+    in->nl = NULL;
+    in->head = NULL;
+}
+
+void net_inbox_deinit(struct net_inbox *in)
+{
+    uv_mutex_destroy(&in->lock);
+}
+
+static void inbox_take_all(struct net_loop *nl);
+
+static void on_inbox(uv_async_t *h)
+{
+    inbox_take_all(h->data);
+}
+
+int net_loop_open_inbox(struct net_loop *nl, struct net_inbox *in)
+{
+    if (nl->inbox || nl->stopping)
+        return PARLEY_EINVAL;
+    if (uv_async_init(nl->loop, &nl->inbox_async, on_inbox) != 0)
+        return PARLEY_EIO;
+    uv_unref((uv_handle_t *)&nl->inbox_async);
+    nl->handles_open++;
+    nl->inbox = in;
+    uv_mutex_lock(&in->lock);
+    in->nl = nl;
+    uv_mutex_unlock(&in->lock);
+    return 0;
+}
+
+/* Takes c up on nl: a new handle on nl's loop for its socket, then
+ * on_moved, then reading. */
+static void adopt(struct net_loop *nl, struct net_conn *c)
+{
+    c->nl = nl;
+    c->prev = NULL;
+    c->next = nl->conns;
+    if (nl->conns)
+        nl->conns->prev = c;
+    nl->conns = c;
+    stat_add(&nl->open_conns, 1);
+    stat_add(&nl->open_ws, 1);
+    c->moving = false;
+    c->move_to = NULL;
+    c->handle_closed = false;
+    c->is_dirty = false;
+    uv_tcp_init(nl->loop, &c->tcp);
+    int rv = uv_tcp_open(&c->tcp, c->move_fd);
+    if (rv != 0) {
+        log_warn("net", "event=move_failed peer=%s err=%s", c->peer, uv_err_name(rv));
+        close(c->move_fd);
+        c->move_fd = -1;
+        if (nl->cbs.on_moved)
+            nl->cbs.on_moved(c); /* on_close comes next, on this loop */
+        conn_abort(c);
+        return;
+    }
+    c->move_fd = -1;
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (nl->cbs.on_moved)
+        nl->cbs.on_moved(c);
+    if (nl->stopping)
+        net_conn_close(c, WSLAY_CODE_GOING_AWAY, "server shutting down");
+    if (!c->closing && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+        conn_abort(c);
+        return;
+    }
+    mark_dirty(c); /* output carried over, if any */
+}
+
+static void inbox_take_all(struct net_loop *nl)
+{
+    struct net_inbox *in = nl->inbox;
+    uv_mutex_lock(&in->lock);
+    struct net_conn *c = in->head;
+    in->head = NULL;
+    uv_mutex_unlock(&in->lock);
+    /* Posted newest first: take them up in the order they came. */
+    struct net_conn *rev = NULL;
+    while (c) {
+        struct net_conn *next = c->inbox_next;
+        c->inbox_next = rev;
+        rev = c;
+        c = next;
+    }
+    while (rev) {
+        struct net_conn *next = rev->inbox_next;
+        rev->inbox_next = NULL;
+        stat_add(&nl->moved_in, 1);
+        adopt(nl, rev);
+        rev = next;
+    }
+}
+
+/* A stopping loop takes nothing more; what was posted already it takes up
+ * (and closes with the rest). */
+static void inbox_shut(struct net_loop *nl)
+{
+    if (!nl->inbox)
+        return;
+    uv_mutex_lock(&nl->inbox->lock);
+    nl->inbox->nl = NULL;
+    uv_mutex_unlock(&nl->inbox->lock);
+    inbox_take_all(nl);
+}
+
+/* Hands c to in's loop; false if that loop takes nothing. */
+static bool inbox_post(struct net_inbox *in, struct net_conn *c)
+{
+    uv_mutex_lock(&in->lock);
+    bool ok = in->nl != NULL;
+    if (ok) {
+        c->inbox_next = in->head;
+        in->head = c;
+        uv_async_send(&in->nl->inbox_async);
+    }
+    uv_mutex_unlock(&in->lock);
+    return ok;
+}
+
+static void on_move_closed(uv_handle_t *h)
+{
+    struct net_conn *c = PL_CONTAINER_OF(h, struct net_conn, tcp);
+    struct net_loop *nl = c->nl;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        nl->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    stat_add(&nl->open_conns, -1);
+    stat_add(&nl->open_ws, -1);
+    if (!inbox_post(c->move_to, c))
+        adopt(nl, c); /* the other loop is stopping: c stays here */
+    maybe_finish(nl);
+}
+
+/* The socket leaves this loop: a duplicate of it survives the handle's
+ * close, and the close callback posts c to its new loop. */
+static void move_out(struct net_conn *c)
+{
+    uv_os_fd_t fd;
+    int dup_fd = -1;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0) {
+        /* Out of descriptors: c stays, and reads again. */
+        log_warn("net", "event=move_failed peer=%s reason=dup", c->peer);
+        c->moving = false;
+        c->move_to = NULL;
+        if (c->nl->cbs.on_moved)
+            c->nl->cbs.on_moved(c);
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+            conn_abort(c);
+        else
+            mark_dirty(c);
+        return;
+    }
+    c->move_fd = dup_fd;
+    c->handle_closed = true;
+    dirty_unlink(c);
+    uv_close((uv_handle_t *)&c->tcp, on_move_closed);
+}
+
+int net_conn_move(struct net_conn *c, struct net_inbox *to)
+{
+    if (!to || c->moving || c->closing || c->handle_closed || c->state != CONN_WS)
+        return PARLEY_EBUSY;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->moving = true;
+    c->move_to = to;
+    mark_dirty(c);
+    return 0;
 }
 
 /* --- connections ------------------------------------------------------ */

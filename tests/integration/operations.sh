@@ -69,6 +69,10 @@ expect_match "metrics commit histogram" "$m" 'parley_commit_seconds_bucket\{le="
 expect_match "metrics batch histogram" "$m" 'parley_commit_batch_size_count [0-9]+'
 expect_match "metrics connections" "$m" 'parley_connections [0-9]+'
 expect_match "metrics drops" "$m" 'parley_send_queue_drops_total [0-9]+'
+# Each CLI run above signed in on the front loop and moved to a messaging
+# loop (at least: 3 sign-ups, 3 sends, 1 follower, 1 recv).
+moved=$(sed -n 's/^parley_connections_moved_total \([0-9]*\)$/\1/p' <<<"$m")
+expect_eq "signed-in connections moved off the front loop" "$(( ${moved:-0} >= 8 ))" 1
 expect_eq "unknown path 404" "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/nope")" "404"
 
 # Logs never carry message text.
@@ -89,4 +93,23 @@ expect_match "rate limited with retry after" "$err" "^parley: rate limited, retr
 pl s1 send @s_two "still served" >/dev/null && ok || fail "existing user refused during signup limit"
 m=$(curl -s "http://127.0.0.1:$PORT/metrics")
 expect_match "metrics count the refusal" "$m" 'parley_requests_total\{method="signup",result="ERATE_LIMITED"\} 1'
+
+# Without a front loop every loop accepts and keeps its connections:
+# nothing moves, and everything works the same.
+cat >"$T/nofront.conf" <<'CONF'
+[server]
+front_loop = false
+threads = 2
+CONF
+"$PARLEYD" --check-config "$T/nofront.conf" >/dev/null && ok || fail "front_loop = false refused"
+start_parleyd nofront --config "$T/nofront.conf"
+pl n1 signup n_one >/dev/null && ok || fail "signup without a front loop"
+pl n2 signup n_two >/dev/null
+pl n1 send @n_two "no front" >/dev/null && ok || fail "send without a front loop"
+expect_eq "received without a front loop" "$(pl n2 --json recv | jq -r .text)" "no front"
+m=$(curl -s "http://127.0.0.1:$PORT/metrics")
+expect_match "nothing moved without a front loop" "$m" 'parley_connections_moved_total 0'
+printf '[server]\nfront_loop = maybe\n' >"$T/badfront.conf"
+out=$("$PARLEYD" --check-config "$T/badfront.conf") && fail "front_loop = maybe accepted" || ok
+expect_match "front_loop must be a boolean" "$out" "badfront.conf:2: \[server\] front_loop: must be true or false"
 finish
