@@ -1267,6 +1267,18 @@ static void on_moved(struct net_conn *c)
 {
     struct session *s = net_conn_data(c);
     struct worker *w = net_loop_data(net_conn_loop(c));
+    if (s->refs == 1 && !s->next_online && !s->prev_online) {
+        /* Nothing but the connection points at s: remade by this thread's
+         * allocator, as net remade c, so that the front loop's heap keeps
+         * nothing of a device that has moved on. */
+        struct session *n = xmalloc(sizeof(*n));
+        memcpy(n, s, sizeof(*n));
+        sodium_memzero(s, sizeof(*s));
+        free(s);
+        s = n;
+        net_conn_set_data(c, s);
+    }
+    s->conn = c;
     s->w = w;
     if (s->moving) {
         s->moving = false;

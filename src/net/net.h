@@ -64,7 +64,10 @@ struct net_callbacks {
                     struct net_http_response *res);
     /* c was taken up by this loop after net_conn_move (or taken back by
      * its old loop when the new one would not take it); called on the
-     * loop c now belongs to, before c reads again. May be NULL. */
+     * loop c now belongs to, before c reads again. c may be at a new
+     * address (its memory is remade by this loop's thread): the pointer
+     * the mover held is invalid, and c is the connection from now on.
+     * May be NULL. */
     void (*on_moved)(struct net_conn *c);
 };
 
@@ -110,7 +113,8 @@ PL_NODISCARD int net_loop_open_inbox(struct net_loop *nl, struct net_inbox *in);
  * one takes c back the same way. Nothing is lost or reordered. Messages
  * already read when the move begins are still handed to on_message here,
  * within the current callback; after that nothing happens to c on this
- * loop, and the caller must not touch c or its data until on_moved.
+ * loop, and the caller must not touch c or its data until on_moved,
+ * which is given c's new address.
  * Returns 0, or PARLEY_EBUSY
  * (c is closing, not yet a WebSocket, or already moving: it stays).
  * Thread: c's loop. */

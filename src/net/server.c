@@ -910,10 +910,30 @@ int net_loop_open_inbox(struct net_loop *nl, struct net_inbox *in)
     return 0;
 }
 
+/* c, between loops, copied into memory from this thread's allocator and
+ * the old copy freed, when nothing points into it: its handle is closed,
+ * it is on no list, and its WebSocket state hibernated at move_out (wslay
+ * holds a pointer to c->ws). The thread that accepted and signed it in
+ * (the front loop) then keeps no long-lived memory of it, and the pages
+ * that its handshakes used come free (malloc_trim in the sweep). */
+static struct net_conn *conn_relocate(struct net_conn *c)
+{
+    if (c->ws.ctx || c->req || c->wreq)
+        return c;
+    struct net_conn *n = xmalloc(sizeof(*n));
+    memcpy(n, c, sizeof(*n));
+    n->ws.arg = n;
+    if (n->tls)
+        n->tls = net__tls_relocate(n->tls);
+    free(c);
+    return n;
+}
+
 /* Takes c up on nl: a new handle on nl's loop for its socket, then
  * on_moved, then reading. */
 static void adopt(struct net_loop *nl, struct net_conn *c)
 {
+    c = conn_relocate(c);
     c->nl = nl;
     c->prev = NULL;
     c->next = nl->conns;
@@ -1042,6 +1062,11 @@ static void move_out(struct net_conn *c)
     c->move_fd = dup_fd;
     c->handle_closed = true;
     dirty_unlink(c);
+    /* Its wslay state is made again by the new loop's thread when it
+     * next reads (conn_relocate); a stream mid-frame keeps it. Not
+     * counted for the sweep's malloc_trim: this thread's heap is in
+     * constant use by handshakes, and the other loops' sweeps trim it. */
+    (void)net__ws_hibernate(&c->ws);
     uv_close((uv_handle_t *)&c->tcp, on_move_closed);
 }
 

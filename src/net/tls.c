@@ -319,6 +319,17 @@ void net__tls_shrink(struct net_tls *t)
         (void)new_bios(ssl); /* on failure the old pair stays, which is fine */
 }
 
+struct net_tls *net__tls_relocate(struct net_tls *t)
+{
+    if (!t->compact)
+        return t;
+    struct net_tls *n = xmalloc(sizeof(*n));
+    memcpy(n, t, sizeof(*n));
+    OPENSSL_cleanse(t, sizeof(*t));
+    free(t);
+    return n;
+}
+
 bool net__tls_is_established(const struct net_tls *t)
 {
     return t->compact || SSL_is_init_finished(t->ssl) != 0;

@@ -70,5 +70,9 @@ bool net__tls_is_compact(const struct net_tls *t);
  * buffer it ever grew (a handshake flight) for good. OpenSSL's own record
  * buffers are released by SSL_MODE_RELEASE_BUFFERS. */
 void net__tls_shrink(struct net_tls *t);
+/* A copy of t made by the calling thread's allocator, t wiped and freed,
+ * if t is compact; otherwise t itself (OpenSSL's objects point at it). For
+ * a connection that moved to another thread: see net_conn_move. */
+struct net_tls *net__tls_relocate(struct net_tls *t);
 
 #endif
