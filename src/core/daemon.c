@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -173,6 +174,13 @@ static void worker_run(void *arg)
 {
     struct worker *w = arg;
     int rc = PARLEY_EINTERNAL;
+    /* For top -H, perf and /proc/PID/task/TID/comm (at most 15 bytes). */
+    char name[16];
+    if (w->front)
+        snprintf(name, sizeof(name), "parley-front");
+    else
+        snprintf(name, sizeof(name), "parley-loop%u", w->index);
+    (void)pthread_setname_np(pthread_self(), name);
     struct net_limits l = limits_of(&w->conf->cfg);
     u64map_init(&w->online);
     u64map_init(&w->names);

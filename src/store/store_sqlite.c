@@ -13,6 +13,7 @@
 #include "common/text.h"
 #include "common/u64map.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -785,6 +786,7 @@ static void scrub_if_idle(struct store *st)
 static void writer_main(void *arg)
 {
     struct store *st = arg;
+    (void)pthread_setname_np(pthread_self(), "parley-store");
     for (;;) {
         uv_mutex_lock(&st->lock);
         while (!st->head && !st->bulk_head && !st->closing)

@@ -73,6 +73,12 @@ expect_match "metrics drops" "$m" 'parley_send_queue_drops_total [0-9]+'
 # loop (at least: 3 sign-ups, 3 sends, 1 follower, 1 recv).
 moved=$(sed -n 's/^parley_connections_moved_total \([0-9]*\)$/\1/p' <<<"$m")
 expect_eq "signed-in connections moved off the front loop" "$(( ${moved:-0} >= 8 ))" 1
+# Each thread says what it is (top -H, perf): the front loop, the
+# messaging loops, the store's writer.
+names=$(cat /proc/"$SERVER_PID"/task/*/comm | sort | tr '\n' ' ')
+expect_match "front loop thread named" "$names" "parley-front"
+expect_match "messaging loop thread named" "$names" "parley-loop0"
+expect_match "store writer thread named" "$names" "parley-store"
 expect_eq "unknown path 404" "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/nope")" "404"
 
 # Logs never carry message text.
@@ -109,6 +115,9 @@ pl n1 send @n_two "no front" >/dev/null && ok || fail "send without a front loop
 expect_eq "received without a front loop" "$(pl n2 --json recv | jq -r .text)" "no front"
 m=$(curl -s "http://127.0.0.1:$PORT/metrics")
 expect_match "nothing moved without a front loop" "$m" 'parley_connections_moved_total 0'
+names=$(cat /proc/"$SERVER_PID"/task/*/comm | sort | tr '\n' ' ')
+expect_match "two messaging loops" "$names" "parley-loop0 parley-loop1"
+if grep -q "parley-front" <<<"$names"; then fail "a front loop thread without a front loop"; else ok; fi
 printf '[server]\nfront_loop = maybe\n' >"$T/badfront.conf"
 out=$("$PARLEYD" --check-config "$T/badfront.conf") && fail "front_loop = maybe accepted" || ok
 expect_match "front_loop must be a boolean" "$out" "badfront.conf:2: \[server\] front_loop: must be true or false"
