@@ -46,6 +46,7 @@ void config_defaults(struct config *cfg)
     cfg->store_max_batch = 1024;
     cfg->store_max_queue = 65536;
     cfg->store_user_cache = 1u << 20;
+    cfg->store_checkpoint_mib = 128;
     cfg->envelope_days = 30;
     cfg->envelopes_per_device = 10000;
 }
@@ -210,6 +211,7 @@ static const struct numkey numkeys[] = {
     NK("store", "max_batch", K_UINT, store_max_batch, 1, 100000),
     NK("store", "max_queue", K_UINT, store_max_queue, 1, 10000000),
     NK("store", "user_cache", K_UINT, store_user_cache, 1, 100000000),
+    NK("store", "checkpoint_mib", K_UINT, store_checkpoint_mib, 1, 65536),
     NK("secret", "envelope_days", K_UINT, envelope_days, 1, 3650),
     NK("secret", "max_queued_per_device", K_UINT, envelopes_per_device, 1, 10000000),
 };

@@ -47,6 +47,7 @@ struct config {
     unsigned store_max_batch;
     unsigned store_max_queue;
     unsigned store_user_cache; /* users whose name and pts the store writer keeps in memory */
+    unsigned store_checkpoint_mib; /* write-ahead log size that starts a checkpoint */
     /* [secret] */
     unsigned envelope_days;    /* undelivered secret envelopes are deleted after this */
     unsigned envelopes_per_device; /* queued for one device at most (restart to change) */

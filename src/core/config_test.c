@@ -78,6 +78,26 @@ static void test_load_sets_values(void **state)
     assert_true(cfg.account_rate == 2.5);
 }
 
+/* [store] checkpoint_mib: 128 by default, 1-65536. */
+static void test_store_checkpoint_size(void **state)
+{
+    (void)state;
+    struct config cfg;
+    config_defaults(&cfg);
+    assert_int_equal(cfg.store_checkpoint_mib, 128);
+    char err[1024] = "";
+    assert_int_equal(load_text(&cfg, "[store]\ncheckpoint_mib = 16\n", err, sizeof(err)), 0);
+    assert_int_equal(cfg.store_checkpoint_mib, 16);
+    err[0] = '\0';
+    assert_int_equal(load_text(&cfg, "[store]\ncheckpoint_mib = 0\n", err, sizeof(err)),
+                     PARLEY_ECONFIG);
+    assert_non_null(strstr(err, ":2: [store] checkpoint_mib:"));
+    err[0] = '\0';
+    assert_int_equal(load_text(&cfg, "[store]\ncheckpoint_mib = 65537\n", err, sizeof(err)),
+                     PARLEY_ECONFIG);
+    assert_non_null(strstr(err, ":2: [store] checkpoint_mib:"));
+}
+
 static void test_every_problem_reported_with_line(void **state)
 {
     (void)state;
@@ -164,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_defaults_validate),
         cmocka_unit_test(test_repo_example_config_is_valid),
         cmocka_unit_test(test_load_sets_values),
+        cmocka_unit_test(test_store_checkpoint_size),
         cmocka_unit_test(test_every_problem_reported_with_line),
         cmocka_unit_test(test_syntax_error_reported),
         cmocka_unit_test(test_missing_file_reported),

@@ -315,9 +315,14 @@ static void reload(void)
     if (strcmp(old->listen_host, c->listen_host) || old->listen_port != c->listen_port ||
         strcmp(old->data_dir, c->data_dir) || old->threads != c->threads ||
         old->front_loop != c->front_loop || strcmp(old->db_path, c->db_path) ||
-        old->plaintext != c->plaintext)
+        old->plaintext != c->plaintext || old->store_max_batch != c->store_max_batch ||
+        old->store_max_queue != c->store_max_queue ||
+        old->store_user_cache != c->store_user_cache ||
+        old->store_checkpoint_mib != c->store_checkpoint_mib ||
+        old->envelopes_per_device != c->envelopes_per_device)
         log_warn("core", "event=reload_partial detail=\"listen, data_dir, threads, front_loop, "
-                         "plaintext and store.path take effect on restart\"");
+                         "plaintext, [store] and secret.max_queued_per_device take effect on "
+                         "restart\"");
     log_threshold = c->log_level;
     uv_mutex_lock(&server.lock);
     for (unsigned i = 0; i < server.n_workers; i++) {
@@ -443,6 +448,7 @@ int daemon_main(int argc, char **argv)
     struct store_config sc = {
         .path = db, .max_batch = cfg->store_max_batch, .max_queue = cfg->store_max_queue,
         .user_cache = cfg->store_user_cache,
+        .checkpoint_bytes = (uint64_t)cfg->store_checkpoint_mib << 20,
         .envelopes_per_device = cfg->envelopes_per_device};
     if (store_open(&sc, &server.store)) {
         fprintf(stderr, "parleyd: cannot open the store at %s\n", db);

@@ -43,6 +43,9 @@ struct store_config {
     unsigned max_batch;        /* most requests per transaction; 0: 1024 */
     unsigned max_queue;        /* queued requests beyond this are refused; 0: 65536 */
     unsigned user_cache;       /* users whose name and pts the writer keeps; 0: 2^20 */
+    uint64_t checkpoint_bytes; /* the write-ahead log grows to this before the writer copies
+                                * it into the database (and is cut back to it on disk);
+                                * 0: 128 MiB */
     unsigned bulk_per_batch;   /* most bulk requests per transaction; 0: 64 */
     unsigned envelopes_per_device; /* secret envelopes one device may have queued; 0: 10000 */
 };

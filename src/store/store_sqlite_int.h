@@ -121,6 +121,7 @@ struct store {
     uv_thread_t thread;
     unsigned max_batch;
     unsigned max_queue;
+    uint64_t checkpoint_bytes;
     atomic_uint refs; /* store_close's own, plus one per open port */
 
     uv_mutex_t lock;        /* guards everything below */

@@ -731,6 +731,75 @@ static void test_reopen_after_close_keeps_data(void **state)
     store_req_reset(&r);
 }
 
+/* Reopens the fixture's store with the write-ahead log checkpointed at
+ * checkpoint_bytes. */
+static void reopen_checkpoint(struct fixture *f, uint64_t checkpoint_bytes)
+{
+    store_port_close(f->port);
+    store_close(f->st);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    struct store_config cfg = {.path = f->path, .checkpoint_bytes = checkpoint_bytes};
+    f->st = NULL;
+    assert_int_equal(store_open(&cfg, &f->st), 0);
+    assert_int_equal(store_port_open(f->st, &f->loop, &f->port), 0);
+}
+
+static off_t wal_size(const struct fixture *f)
+{
+    char p[160];
+    snprintf(p, sizeof(p), "%s-wal", f->path);
+    struct stat sb;
+    assert_int_equal(stat(p, &sb), 0);
+    return sb.st_size;
+}
+
+/* n sends of about 1 KiB from a to b, one commit each, client ids from
+ * first; returns the largest the write-ahead log file was after any. */
+static off_t send_many(struct fixture *f, uint64_t a, uint64_t b, uint64_t first, int n)
+{
+    char text[1001];
+    memset(text, 'w', sizeof(text) - 1);
+    text[sizeof(text) - 1] = '\0';
+    off_t most = 0;
+    for (int i = 0; i < n; i++) {
+        struct store_req r;
+        send_ok(f, a, b, first + (uint64_t)i, text, &r);
+        store_req_reset(&r);
+        off_t now = wal_size(f);
+        most = now > most ? now : most;
+    }
+    return most;
+}
+
+/* checkpoint_bytes decides when the writer copies the log into the
+ * database: with 64 KiB the log file never holds much more than that (one
+ * commit beyond it at most, and it is cut back when it restarts); with
+ * 64 MiB, 600 commits (about 10 MiB of log) stay in it, where SQLite's own
+ * default would have checkpointed at 4 MiB. Nothing is lost either way. */
+static void test_checkpoint_size_bounds_the_log(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t alice = signup(f, "alice", 1, NULL);
+    uint64_t bob = signup(f, "bob", 2, NULL);
+
+    reopen_checkpoint(f, 64 << 10);
+    off_t small = send_many(f, alice, bob, 1, 200);
+    assert_true(small > 0);
+    assert_true(small <= 128 << 10);
+
+    reopen_checkpoint(f, 64 << 20);
+    off_t large = send_many(f, alice, bob, 1001, 600);
+    assert_true(large > 6 << 20);
+
+    reopen_checkpoint(f, 0);
+    struct store_req r;
+    prep_sync(&r, bob, 0, 0, 1000);
+    assert_int_equal(run_req(f, &r), 0);
+    assert_int_equal(r.out.pts, 800);
+    assert_int_equal(r.out.n_msgs, 800);
+    store_req_reset(&r);
+}
+
 static void test_close_with_requests_queued_completes_them(void **state)
 {
     struct fixture *f = *state;
@@ -3165,6 +3234,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_queue_refuses_with_ebusy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_rejects_invalid_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_after_close_keeps_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_size_bounds_the_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pts_exact_with_a_tiny_user_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pts_continue_above_the_users_floor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_with_requests_queued_completes_them, setup,

@@ -53,6 +53,14 @@ cp "$T/saved.conf" "$T/good.conf"
 kill -HUP "$SERVER_PID"
 sleep 0.5
 expect_match "valid reload applied" "$(cat "$T/parleyd-main.err")" "event=reloaded"
+expect_match "store opened with the default checkpoint size" "$(cat "$T/parleyd-main.err")" \
+    "checkpoint_bytes=134217728"
+# [store] keys take effect on restart: a reload that changes one says so.
+if grep -q "reload_partial" "$T/parleyd-main.err"; then fail "reload_partial before any restart-only change"; else ok; fi
+printf '[store]\ncheckpoint_mib = 64\n' >>"$T/good.conf"
+kill -HUP "$SERVER_PID"
+sleep 0.5
+expect_match "store change needs a restart" "$(cat "$T/parleyd-main.err")" "event=reload_partial"
 pl alice send @carol "across reload" >/dev/null
 for _ in $(seq 50); do grep -q "across reload" "$T/follow.out" && break; sleep 0.1; done
 kill -0 "$follower" 2>/dev/null && ok || fail "follower's connection dropped by the reloads: $(cat "$T/follow.err")"
